@@ -1,0 +1,1 @@
+//! Support code for the workspace integration tests in `tests/tests/`.
