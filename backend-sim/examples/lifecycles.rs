@@ -9,6 +9,8 @@
 //! phoned home, frees them all and advances until all wait again. Invariant checks are off
 //! (as in release builds); the event log keeps only its hash.
 
+#![allow(clippy::print_stdout, reason = "a benchmark reports its figures on stdout")]
+
 use capms_backend_sim::{MINI_LAB_PROJECT, PartitionSpec, Phase, Sim, SimBuilder};
 use capms_core::MetalBackend;
 use capms_core::metal::{MachineAllocateRequest, NetworkAllocateRequest, NetworkRequest};

@@ -78,8 +78,8 @@ fn machine_summary(machine: &Machine) -> String {
     format!("machine {} allocation {allocation}", machine.id)
 }
 
-fn count<T>(items: &Vec<T>) -> String {
-    format!("{} found", items.len())
+fn count<Items: AsRef<[Item]>, Item>(items: &Items) -> String {
+    format!("{} found", items.as_ref().len())
 }
 
 #[async_trait]

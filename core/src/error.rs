@@ -273,7 +273,7 @@ pub fn classify(status: u16, message: &str) -> ErrorKind {
         422 => classify_unprocessable(message),
         429 => ErrorKind::Transient,
         500 => classify_internal(message),
-        500..=599 => ErrorKind::Transient,
+        501..=599 => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
 }

@@ -11,12 +11,15 @@
 //! - no hashing order: maps are `BTreeMap`;
 //! - no Kubernetes client, no tokio, no HTTP client in the normal dependency tree.
 
+pub mod api;
 pub mod backend;
 pub mod error;
 pub mod metal;
 pub mod provider_id;
+pub mod reconcile;
 pub mod secret;
 pub mod tags;
+pub mod wire;
 
 pub use backend::MetalBackend;
 pub use error::{BackendError, ErrorKind, Operation};

@@ -156,6 +156,22 @@ pub fn cluster_ip_tags(cluster: &ObjectRef, purpose: Purpose) -> Vec<String> {
     ]
 }
 
+/// The tags an IP must still carry before capms frees it as the cluster's control-plane IP
+/// (without the UID, for the same reason as [`ownership_tags`]).
+pub fn cluster_ip_ownership_tags(cluster: &ObjectRef, purpose: Purpose) -> Vec<String> {
+    vec![cluster_id_tag(cluster), tag(CLUSTER_RESOURCE, &cluster.key()), tag(PURPOSE, purpose.as_str())]
+}
+
+/// The labels a node network must still carry before capms frees it (without the UID). A
+/// network the user provided has none of them and is never freed.
+pub fn network_ownership_labels(cluster: &ObjectRef) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER_ID.to_string(), cluster.key()),
+        (CLUSTER_RESOURCE.to_string(), cluster.key()),
+        (PURPOSE.to_string(), Purpose::NodeNetwork.as_str().to_string()),
+    ])
+}
+
 /// The labels of a cluster's node network (networks carry labels, not tags).
 pub fn network_labels(cluster: &ObjectRef) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -1,0 +1,52 @@
+//! What the caller tells a reconciler about an object's owners. The operator reads these from
+//! the management cluster; the world simulator from its object store model.
+
+use crate::api::ApiEndpoint;
+use crate::secret::UserData;
+use crate::tags::ObjectRef;
+
+/// The CAPI Cluster that owns the infrastructure.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterFacts {
+    /// The Cluster's name.
+    pub name: String,
+    /// `Cluster.spec.paused`.
+    pub paused: bool,
+    /// `Cluster.status.initialization.infrastructureProvisioned`.
+    pub infrastructure_provisioned: bool,
+    /// `Cluster.spec.controlPlaneEndpoint`, if set (by the user or a control-plane provider).
+    pub control_plane_endpoint: Option<ApiEndpoint>,
+}
+
+/// The MetalStackCluster a machine or firewall belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetalClusterFacts {
+    /// Namespace, name and UID of the MetalStackCluster: the cluster identity in tags.
+    pub identity: ObjectRef,
+    pub project_id: String,
+    pub partition_id: String,
+    /// The node network, once the cluster has one.
+    pub node_network_id: Option<String>,
+}
+
+/// The CAPI Machine that owns a MetalStackMachine.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CapiMachineFacts {
+    pub name: String,
+    /// The Machine carries `cluster.x-k8s.io/control-plane`.
+    pub control_plane: bool,
+}
+
+/// The bootstrap data of a machine, as far as the caller could read it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BootstrapData {
+    /// `Machine.spec.bootstrap.dataSecretName` is not set yet.
+    #[default]
+    NotReady,
+    /// The Secret it names does not exist.
+    SecretMissing { secret: String },
+    /// The Secret exists but has no `value` key (never installed without bootstrap data).
+    ValueMissing { secret: String },
+    /// The data.
+    Present(UserData),
+}
