@@ -177,6 +177,17 @@ impl Sim {
         self.with(|datacenter| datacenter.log.lines().map(<[String]>::to_vec).unwrap_or_default())
     }
 
+    /// The event log lines from index `from` on, if the builder kept them.
+    pub fn event_log_since(&self, from: usize) -> Vec<String> {
+        self.with(|datacenter| {
+            datacenter
+                .log
+                .lines()
+                .map(|lines| lines.get(from..).unwrap_or_default().to_vec())
+                .unwrap_or_default()
+        })
+    }
+
     /// How many lines the event log has.
     pub fn event_count(&self) -> u64 {
         self.with(|datacenter| datacenter.log.len())

@@ -1,5 +1,19 @@
-//! capms-sim-scenarios: the whole-world simulator (simulated metal-stack, a model of the
-//! Kubernetes object store and of CAPI core, the core reconcilers) and the `capms-sim` binary.
+//! capms-sim-scenarios: the whole-world simulator.
 //!
-//! Not built yet: this crate is a skeleton that the reconcilers issue fills. See
-//! ARCHITECTURE.md.
+//! A [`World`] holds the simulated metal-stack datacenter (`capms-backend-sim`), management
+//! clusters (a model of the Kubernetes object store, of CAPI core, and capms-manager replicas
+//! running the core reconcilers from a work queue), one seeded ChaCha RNG and virtual time.
+//! Every step is followed by safety checks that look only at the datacenter and the stores
+//! ([`checks`]). The same seed gives the same trace, byte for byte.
+//!
+//! The `capms-sim` binary runs the demo (`capms-sim demo`).
+
+pub mod capi;
+pub mod checks;
+pub mod demo;
+pub mod operator;
+pub mod store;
+pub mod world;
+
+pub use capi::ClusterPlan;
+pub use world::{Until, World};

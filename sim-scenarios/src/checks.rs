@@ -1,0 +1,245 @@
+//! Safety checkers that run outside the system under test, after every step of the world.
+//!
+//! They look only at the simulated datacenter and the object stores, never at the operator's
+//! memory. Conditions that a correct provider can violate for a moment (a dead machine is
+//! still Ready until the next refresh; two replicas race an allocation before one of them
+//! frees the duplicate) are violations only when they last longer than a stated grace.
+
+use crate::store::Store;
+use capms_backend_sim::Sim;
+use capms_core::api::capi;
+use capms_core::api::conditions::{ConditionType, is_true};
+use capms_core::metal::{Liveliness, Machine};
+use capms_core::{ProviderId, Timestamp, tags};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long a machine may still be reported Ready after it died or was freed: two refresh
+/// intervals of a ready machine plus a reconcile.
+pub const STALE_READY_GRACE: Duration = Duration::from_secs(150);
+/// How long a duplicate allocation for one object may exist before one is freed.
+pub const DUPLICATE_GRACE: Duration = Duration::from_secs(600);
+
+/// What the checkers found and remember between steps.
+#[derive(Debug, Clone, Default)]
+pub struct Checker {
+    first_seen: BTreeMap<String, Timestamp>,
+    provider_ids: BTreeMap<String, String>,
+    /// Machines allocated per paused cluster at the previous check.
+    paused_allocations: BTreeMap<String, BTreeSet<String>>,
+    log_position: usize,
+    /// Networks and IPs the user provided: never to be freed.
+    pub user_networks: BTreeSet<String>,
+    pub user_ips: BTreeSet<String>,
+    pub violations: Vec<String>,
+    pub checks: u64,
+}
+
+/// One management cluster as the checkers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub store: &'a Store,
+}
+
+impl Checker {
+    /// Runs every safety check.
+    pub fn check(&mut self, sim: &Sim, stores: &[View<'_>], now: Timestamp) {
+        self.checks += 1;
+        let machines = sim.machines();
+        let external = self.external_frees(sim);
+        self.no_duplicate_allocations(&machines, now);
+        self.no_machine_shared(stores);
+        self.provider_ids_stable(stores);
+        self.no_stale_ready(&machines, stores, now);
+        self.nothing_freed_while_paused(&machines, stores, &external);
+        self.user_resources_kept(sim);
+    }
+
+    fn violation(&mut self, message: String) {
+        if !self.violations.contains(&message) {
+            self.violations.push(message);
+        }
+    }
+
+    /// A condition that must not last: a violation once it has been seen for `grace`.
+    fn lasting(&mut self, key: String, now: Timestamp, grace: Duration, message: impl FnOnce() -> String) {
+        let since = *self.first_seen.entry(key).or_insert(now);
+        if now.duration_since(since).unsigned_abs() > grace {
+            self.violation(message());
+        }
+    }
+
+    fn forget_except(&mut self, prefix: &str, keep: &BTreeSet<String>) {
+        self.first_seen.retain(|key, _| !key.starts_with(prefix) || keep.contains(key));
+    }
+
+    /// Machines freed by someone else since the last check (from the datacenter's log).
+    fn external_frees(&mut self, sim: &Sim) -> BTreeSet<String> {
+        let lines = sim.event_log_since(self.log_position);
+        self.log_position += lines.len();
+        lines
+            .iter()
+            .filter_map(|line| {
+                line.split_once("external free of machine ").map(|(_, id)| id.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// No object has two machines allocated for it (beyond the race grace).
+    fn no_duplicate_allocations(&mut self, machines: &[Machine], now: Timestamp) {
+        let mut by_object: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for machine in machines.iter().filter(|m| m.allocation.is_some()) {
+            let resource = tags::value(&machine.tags, tags::MACHINE_RESOURCE)
+                .or(tags::value(&machine.tags, tags::FIREWALL_RESOURCE));
+            if let (Some(resource), Some(uid)) = (resource, tags::value(&machine.tags, tags::OBJECT_UID)) {
+                by_object.entry(format!("duplicate:{resource}/{uid}")).or_default().push(&machine.id);
+            }
+        }
+        let mut current = BTreeSet::new();
+        for (key, ids) in by_object.into_iter().filter(|(_, ids)| ids.len() > 1) {
+            current.insert(key.clone());
+            let message =
+                format!("object {} has {} machines allocated: {}", &key[10..], ids.len(), ids.join(", "));
+            self.lasting(key, now, DUPLICATE_GRACE, || message);
+        }
+        self.forget_except("duplicate:", &current);
+    }
+
+    /// No two objects point at one machine.
+    fn no_machine_shared(&mut self, stores: &[View<'_>]) {
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for view in stores {
+            for mm in view.store.metal_machines.values() {
+                if capi::has_annotation(&mm.metadata, capi::DELETE_FOR_MOVE_ANNOTATION) {
+                    continue;
+                }
+                if let Some(id) = mm.spec.provider_id.as_deref().and_then(|p| ProviderId::parse(p).ok()) {
+                    owners.entry(id.machine_id().to_string()).or_default().push(name(&mm.metadata));
+                }
+            }
+        }
+        for (machine, objects) in owners.into_iter().filter(|(_, o)| o.len() > 1) {
+            self.violation(format!("machine {machine} is claimed by {}", objects.join(" and ")));
+        }
+    }
+
+    fn provider_ids_stable(&mut self, stores: &[View<'_>]) {
+        for view in stores {
+            for mm in view.store.metal_machines.values() {
+                let (Some(uid), Some(provider_id)) = (mm.metadata.uid.clone(), mm.spec.provider_id.clone())
+                else {
+                    continue;
+                };
+                let first = self.provider_ids.entry(uid).or_insert_with(|| provider_id.clone()).clone();
+                if first != provider_id {
+                    self.violation(format!(
+                        "providerID of {} changed from {first} to {provider_id}",
+                        name(&mm.metadata)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Nothing is Ready whose machine is dead, gone or not provisioned (beyond the refresh
+    /// grace).
+    fn no_stale_ready(&mut self, machines: &[Machine], stores: &[View<'_>], now: Timestamp) {
+        let by_id: BTreeMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
+        let mut current = BTreeSet::new();
+        for view in stores {
+            for mm in view.store.metal_machines.values() {
+                let ready =
+                    mm.status.as_ref().is_some_and(|s| is_true(&s.conditions, ConditionType::Ready.as_str()));
+                let Some(id) = mm.spec.provider_id.as_deref().and_then(|p| ProviderId::parse(p).ok()) else {
+                    continue;
+                };
+                if !ready || mm.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let problem = match by_id.get(id.machine_id()) {
+                    None => Some("does not exist"),
+                    Some(m) if m.allocation.is_none() => Some("is not allocated"),
+                    Some(m) if m.liveliness == Liveliness::Dead => Some("is dead"),
+                    Some(m) if !m.is_phoned_home() => Some("has not phoned home"),
+                    Some(_) => None,
+                };
+                if let Some(problem) = problem {
+                    let key =
+                        format!("stale:{}:{}", mm.metadata.uid.clone().unwrap_or_default(), id.machine_id());
+                    current.insert(key.clone());
+                    let message =
+                        format!("{} is Ready but machine {} {problem}", name(&mm.metadata), id.machine_id());
+                    self.lasting(key, now, STALE_READY_GRACE, || message);
+                }
+            }
+        }
+        self.forget_except("stale:", &current);
+    }
+
+    /// While a cluster is paused, none of its machines is freed by capms.
+    fn nothing_freed_while_paused(
+        &mut self,
+        machines: &[Machine],
+        stores: &[View<'_>],
+        external: &BTreeSet<String>,
+    ) {
+        let mut paused_now = BTreeMap::new();
+        for view in stores {
+            for cluster in view.store.clusters.values().filter(|c| c.spec_paused()) {
+                let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+                let name = cluster.metadata.name.clone().unwrap_or_default();
+                let tag = tags::tag(tags::CLUSTER_ID, &format!("{namespace}.{name}"));
+                let allocated: BTreeSet<String> = machines
+                    .iter()
+                    .filter(|m| m.allocation.is_some() && m.tags.contains(&tag))
+                    .map(|m| m.id.clone())
+                    .collect();
+                paused_now.insert(tag, allocated);
+            }
+        }
+        for (tag, before) in &self.paused_allocations {
+            let Some(after) = paused_now.get(tag) else { continue };
+            for freed in before.difference(after).filter(|id| !external.contains(*id)) {
+                self.violations.push(format!("machine {freed} of paused cluster {tag} was freed"));
+            }
+        }
+        self.paused_allocations = paused_now;
+    }
+
+    fn user_resources_kept(&mut self, sim: &Sim) {
+        let networks: BTreeSet<String> = sim.networks().into_iter().map(|n| n.id).collect();
+        let ips: BTreeSet<String> = sim.ips().into_iter().map(|ip| ip.address).collect();
+        for network in self.user_networks.difference(&networks).cloned().collect::<Vec<_>>() {
+            self.violation(format!("user-provided network {network} was freed"));
+        }
+        for ip in self.user_ips.difference(&ips).cloned().collect::<Vec<_>>() {
+            self.violation(format!("user-provided IP {ip} was freed"));
+        }
+    }
+}
+
+/// What is left in the datacenter tagged for a cluster: machines, IPs and networks.
+pub fn leaks(sim: &Sim, namespace: &str, cluster: &str) -> Vec<String> {
+    let key = format!("{namespace}.{cluster}");
+    let tag = tags::tag(tags::CLUSTER_ID, &key);
+    let mut leaks: Vec<String> = sim
+        .machines()
+        .into_iter()
+        .filter(|m| m.allocation.is_some() && m.tags.contains(&tag))
+        .map(|m| format!("machine {}", m.id))
+        .collect();
+    leaks.extend(
+        sim.ips().into_iter().filter(|ip| ip.tags.contains(&tag)).map(|ip| format!("ip {}", ip.address)),
+    );
+    leaks.extend(
+        sim.networks()
+            .into_iter()
+            .filter(|n| n.labels.get(tags::CLUSTER_ID) == Some(&key))
+            .map(|n| format!("network {}", n.id)),
+    );
+    leaks
+}
+
+fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
