@@ -18,10 +18,11 @@ use capms_core::metal::{
     MachineAllocateRequest, MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project,
     Size,
 };
+use capms_core::reconcile::machine::{Variant, reconcile_machine_variant};
 use capms_core::reconcile::{
     BootstrapData, CapiMachineFacts, ClusterFacts, ClusterInput, ClusterOutcome, FinalizerAction,
     FirewallChild, FirewallInput, FirewallOutcome, MachineCache, MachineInput, MachineOutcome,
-    MetalClusterFacts, RefreshPolicy, reconcile_cluster, reconcile_firewall, reconcile_machine,
+    MetalClusterFacts, RefreshPolicy, reconcile_cluster, reconcile_firewall,
 };
 use capms_core::tags::ObjectRef;
 use capms_core::{MetalBackend, Timestamp, UserData};
@@ -63,11 +64,13 @@ pub struct OperatorConfig {
     /// Reconciles in flight at once.
     pub concurrency: usize,
     pub refresh: RefreshPolicy,
+    /// The machine reconciler to run; only the canary test picks a broken one.
+    pub variant: Variant,
 }
 
 impl Default for OperatorConfig {
     fn default() -> Self {
-        OperatorConfig { concurrency: 4, refresh: RefreshPolicy::default() }
+        OperatorConfig { concurrency: 4, refresh: RefreshPolicy::default(), variant: Variant::Correct }
     }
 }
 
@@ -200,6 +203,7 @@ impl Operator {
                 let metal_machine = self.view.get::<MetalStackMachine>(&key.0, &key.1)?.clone();
                 let facts = machine_facts(&self.view, &metal_machine);
                 let cache = self.cache.clone();
+                let variant = self.config.variant;
                 let read_version = metal_machine.metadata.resource_version.clone();
                 let future = Box::pin(async move {
                     let input = MachineInput {
@@ -211,7 +215,9 @@ impl Operator {
                         now,
                         jitter,
                     };
-                    Outcome::Machine(Box::new(reconcile_machine(&input, backend.as_ref(), &cache).await))
+                    Outcome::Machine(Box::new(
+                        reconcile_machine_variant(&input, backend.as_ref(), &cache, variant).await,
+                    ))
                 });
                 Some(InFlight { target: target.clone(), read_version, future })
             }

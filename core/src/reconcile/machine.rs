@@ -84,11 +84,33 @@ pub mod phase {
 /// what was allocated.
 const OUTCOME_UNKNOWN_RETRY: Duration = Duration::from_secs(2);
 
+/// Which machine reconciler runs: the correct one, or a deliberately broken one that the
+/// world simulator's explorer must catch (the canary). Only tests select a canary.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    #[default]
+    Correct,
+    /// Allocates without looking for an earlier allocation of the object first (defect D1).
+    CanaryWithoutAdoption,
+}
+
 /// Reconciles one MetalStackMachine. Never panics; every failure ends up in the outcome.
 pub async fn reconcile_machine(
     input: &MachineInput<'_>,
     backend: &dyn MetalBackend,
     cache: &MachineCache,
+) -> MachineOutcome {
+    reconcile_machine_variant(input, backend, cache, Variant::Correct).await
+}
+
+/// [`reconcile_machine`], or a canary variant of it (for the explorer's canary test).
+#[doc(hidden)]
+pub async fn reconcile_machine_variant(
+    input: &MachineInput<'_>,
+    backend: &dyn MetalBackend,
+    cache: &MachineCache,
+    variant: Variant,
 ) -> MachineOutcome {
     let mut status = input.metal_machine.status.clone().unwrap_or_default();
     let mut conditions = Conditions {
@@ -98,8 +120,14 @@ pub async fn reconcile_machine(
     };
     let control = control(input);
     conditions.paused(control.paused);
-    let mut run =
-        Run { input, control, conditions, outcome: MachineOutcome::default(), phase: phase::PENDING };
+    let mut run = Run {
+        input,
+        control,
+        conditions,
+        outcome: MachineOutcome::default(),
+        phase: phase::PENDING,
+        variant,
+    };
     if control.deleting {
         run.delete(backend, cache).await;
     } else if !control.paused {
@@ -165,6 +193,7 @@ struct Run<'a, 'c> {
     conditions: Conditions<'c>,
     outcome: MachineOutcome,
     phase: &'static str,
+    variant: Variant,
 }
 
 impl Run<'_, '_> {
@@ -280,7 +309,11 @@ impl Run<'_, '_> {
         node_network_id: &str,
     ) -> Option<Machine> {
         self.phase = phase::ALLOCATING;
-        let found = match owner.find_identity(backend).await {
+        let found = match self.variant {
+            Variant::Correct => owner.find_identity(backend).await,
+            Variant::CanaryWithoutAdoption => Ok(Vec::new()),
+        };
+        let found = match found {
             Ok(found) => found,
             Err(error) => {
                 self.failed(ConditionType::MachineAllocated, &error);
