@@ -216,6 +216,12 @@ impl Run<'_, '_> {
     async fn node_network(&mut self, backend: &dyn MetalBackend) -> Result<String, Pending> {
         let type_ = ConditionType::NodeNetworkReady;
         if let Some(id) = self.spec().node_network_id.clone() {
+            let status = self.input.metal_cluster.status.as_ref();
+            let verified = status.is_some_and(|s| s.node_network_id.as_deref() == Some(id.as_str()))
+                && crate::api::conditions::is_true(self.conditions.list, type_.as_str());
+            if verified {
+                return Ok(id);
+            }
             return match backend.get_network(&id).await {
                 Ok(network) => {
                     let ours = tags::network_ownership_labels(&self.identity())
@@ -266,6 +272,13 @@ impl Run<'_, '_> {
         let type_ = ConditionType::ControlPlaneIpReady;
         let spec_host =
             self.spec().control_plane_endpoint.as_ref().and_then(|e| e.host()).map(str::to_string);
+        if let Some(ip) = self.spec().control_plane_ip.clone() {
+            if spec_host.is_none() {
+                self.set_endpoint(&ip);
+            }
+            self.outcome.status.control_plane_ip = Some(ip.clone());
+            return self.verify_control_plane_ip(backend, &ip).await;
+        }
         let cluster_host = self
             .input
             .cluster
@@ -281,16 +294,31 @@ impl Run<'_, '_> {
             );
             return Ok(());
         }
-        if let Some(ip) = self.spec().control_plane_ip.clone() {
-            self.set_endpoint(&ip);
-            self.outcome.status.control_plane_ip = Some(ip.clone());
-            self.conditions.set(type_, true, Reason::UserProvided, &format!("control-plane IP {ip}"));
-            return Ok(());
-        }
         let ip = self.control_plane_ip(backend).await?;
         self.outcome.control_plane_ip = Some(ip.clone());
         self.outcome.status.control_plane_ip = Some(ip.clone());
         self.set_endpoint(&ip);
+        Ok(())
+    }
+
+    /// Reports whether `spec.controlPlaneIP` is capms's (tagged for this cluster, freed on
+    /// delete) or the user's (never freed). Looked up once; the status remembers it.
+    async fn verify_control_plane_ip(&mut self, backend: &dyn MetalBackend, ip: &str) -> Result<(), Pending> {
+        let type_ = ConditionType::ControlPlaneIpReady;
+        let status = self.input.metal_cluster.status.as_ref();
+        let verified = status.is_some_and(|s| s.control_plane_ip.as_deref() == Some(ip))
+            && crate::api::conditions::is_true(self.conditions.list, type_.as_str());
+        if verified {
+            return Ok(());
+        }
+        let ownership = tags::cluster_ip_ownership_tags(&self.identity(), Purpose::ControlPlaneIp);
+        let reason = match backend.get_ip(ip).await {
+            Ok(found) if crate::metal::tags_match(&found.tags, &ownership) => Reason::Allocated,
+            Ok(_) => Reason::UserProvided,
+            Err(error) if error.kind() == ErrorKind::NotFound => Reason::UserProvided,
+            Err(error) => return Err(self.failed(type_, &error)),
+        };
+        self.conditions.set(type_, true, reason, &format!("control-plane IP {ip}"));
         Ok(())
     }
 

@@ -221,7 +221,9 @@ impl Run<'_, '_> {
             self.conditions.failed(type_, error, self.input.jitter)
         };
         if error.outcome_unknown() {
-            self.conditions.set(type_, false, Reason::BackendUnavailable, &error.to_string());
+            let message = error.to_string();
+            self.conditions.set(type_, false, Reason::BackendUnavailable, &message);
+            self.conditions.set(ConditionType::Ready, false, Reason::BackendUnavailable, &message);
         }
         self.outcome.requeue = Some(retry);
     }
