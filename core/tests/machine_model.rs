@@ -68,10 +68,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// How stale the shared machine reads may be (the default policy's `shared_for`).
+/// How stale the shared machine reads may be: a cached answer is good until the machine's next
+/// look, at most the default policy's `steady`.
 fn cache_staleness() -> Duration {
     match RefreshPolicy::default() {
-        RefreshPolicy::PerCluster { shared_for, .. } => shared_for,
+        RefreshPolicy::PerCluster { steady, .. } => steady,
         RefreshPolicy::PerMachine { .. } => Duration::ZERO,
     }
 }

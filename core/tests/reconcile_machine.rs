@@ -108,8 +108,10 @@ impl Fixture {
 
     /// Advances virtual time past the per-cluster read cache, so the next pass sees the
     /// datacenter as it is now.
+    /// Waits until no cached answer about a ready machine is still good (the default
+    /// policy's `steady`, 60 s).
     fn wait_past_cache(&self) {
-        self.world.sim.advance(Duration::from_secs(5));
+        self.world.sim.advance(Duration::from_secs(61));
     }
 }
 

@@ -429,7 +429,7 @@ impl Run<'_, '_> {
         }
         self.phase = lifecycle_phase(machine, ready);
         self.report_location(machine);
-        self.outcome.requeue = Some(cache.policy().next_look(machine));
+        self.outcome.requeue = Some(cache.next_look(machine, self.input.now));
     }
 
     fn report_location(&mut self, machine: &Machine) {
