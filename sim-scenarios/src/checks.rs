@@ -33,6 +33,9 @@ pub struct Checker {
     pub user_ips: BTreeSet<String>,
     pub violations: Vec<String>,
     pub checks: u64,
+    /// Every object (`<resource>/<uid>`) that had two machines allocated at the same moment,
+    /// however briefly (scenario files bound it with `duplicate_allocations`).
+    pub duplicates_seen: BTreeSet<String>,
 }
 
 /// One management cluster as the checkers see it.
@@ -98,6 +101,7 @@ impl Checker {
         let mut current = BTreeSet::new();
         for (key, ids) in by_object.into_iter().filter(|(_, ids)| ids.len() > 1) {
             current.insert(key.clone());
+            self.duplicates_seen.insert(key[10..].to_string());
             let message =
                 format!("object {} has {} machines allocated: {}", &key[10..], ids.len(), ids.join(", "));
             self.lasting(key, now, DUPLICATE_GRACE, || message);

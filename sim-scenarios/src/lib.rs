@@ -6,12 +6,16 @@
 //! Every step is followed by safety checks that look only at the datacenter and the stores
 //! ([`checks`]). The same seed gives the same trace, byte for byte.
 //!
-//! The `capms-sim` binary runs the demo (`capms-sim demo`).
+//! Scenario files ([`scenario`], `scenarios/*.yaml`) describe a run step by step in YAML.
+//!
+//! The `capms-sim` binary runs the demo (`capms-sim demo`) and scenario files
+//! (`capms-sim run FILE`).
 
 pub mod capi;
 pub mod checks;
 pub mod demo;
 pub mod operator;
+pub mod scenario;
 pub mod store;
 pub mod world;
 

@@ -6,7 +6,7 @@ use crate::capi::{CapiModel, ClusterPlan, infrastructure_ready, machines_of, met
 use crate::checks::{Checker, View, leaks};
 use crate::operator::{Operator, OperatorConfig, OperatorStats};
 use crate::store::{Store, Stored, key_of};
-use capms_backend_sim::{EventLog, Sim, SimBuilder};
+use capms_backend_sim::{ErrorRates, EventLog, FaultPlan, LatencyRange, Sim, SimBuilder};
 use capms_core::api::capi::{self, Cluster, Machine};
 use capms_core::api::conditions::{ConditionType, is_true};
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
@@ -70,6 +70,8 @@ pub struct World {
     /// Cluster name → (namespace, management index).
     clusters: BTreeMap<String, (String, usize)>,
     pub faults: OperatorFaults,
+    /// Datacenter faults that end by themselves (see [`World::add_timed_fault_plan`]).
+    timed: TimedFaults,
     pub checker: Checker,
     trace: EventLog,
     pub steps: u64,
@@ -100,6 +102,7 @@ impl World {
             managements: Vec::new(),
             clusters: BTreeMap::new(),
             faults: OperatorFaults::default(),
+            timed: TimedFaults::default(),
             checker: Checker::default(),
             trace: EventLog::new(false),
             steps: 0,
@@ -273,6 +276,97 @@ impl World {
         self.set_paused(name, false)
     }
 
+    /// Schedules `count` operator crashes at times drawn from the world's RNG within the next
+    /// `within` of virtual time (each at least a millisecond from now).
+    pub fn schedule_operator_crashes(&mut self, count: usize, within: Duration) {
+        let now = self.now();
+        let span = u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1);
+        for _ in 0..count {
+            let offset = Duration::from_millis(self.rng.random_range(1..=span));
+            self.faults.crashes.push(now.checked_add(offset).unwrap_or(now));
+        }
+        self.note(&format!("{count} operator crashes scheduled within {within:?}"));
+    }
+
+    /// Adds a layer of datacenter faults that ends by itself after `duration`.
+    ///
+    /// While layers are in force, the datacenter's fault plan is the plan it had before the
+    /// first layer combined with every layer still in force (rates and latencies: the largest
+    /// wins); when the last layer ends, the plan from before comes back. The step loop ends
+    /// layers when virtual time reaches their end (and wakes up for it). [`World::heal`] ends
+    /// them all.
+    pub fn add_timed_fault_plan(&mut self, layer: FaultPlan, duration: Duration) {
+        let now = self.now();
+        if self.timed.layers.is_empty() {
+            self.timed.base = Some(self.sim.fault_plan());
+        }
+        self.timed.layers.push((now.checked_add(duration).unwrap_or(now), layer));
+        self.apply_timed_layers();
+    }
+
+    /// Limits the machines of `size` that can still be allocated in `partition` to
+    /// `available`, for `duration`; then the limit is lifted.
+    pub fn add_timed_capacity(&mut self, partition: &str, size: &str, available: usize, duration: Duration) {
+        let now = self.now();
+        self.sim.set_capacity(partition, size, Some(available));
+        self.timed.capacity.push((
+            now.checked_add(duration).unwrap_or(now),
+            partition.to_string(),
+            size.to_string(),
+        ));
+    }
+
+    /// Ends every fault now: the datacenter's ([`Sim::heal`]: injected errors, lost answers,
+    /// latency, scheduled deaths and external frees, capacity limits), timed layers, and the
+    /// operator's (crashes not yet happened, stale reads, lost status writes, a second
+    /// replica). What already happened (dead machines) stays.
+    pub fn heal(&mut self) {
+        self.note("heal: all faults off");
+        self.sim.heal();
+        self.timed = TimedFaults::default();
+        self.faults = OperatorFaults::default();
+    }
+
+    /// Ends the timed faults whose time has come.
+    fn end_timed_faults(&mut self, now: Timestamp) {
+        let before = self.timed.layers.len();
+        self.timed.layers.retain(|(until, _)| *until > now);
+        if self.timed.layers.len() != before {
+            self.apply_timed_layers();
+        }
+        let (ended, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.timed.capacity).into_iter().partition(|(until, _, _)| *until <= now);
+        self.timed.capacity = kept;
+        for (_, partition, size) in ended {
+            self.sim.set_capacity(&partition, &size, None);
+        }
+    }
+
+    /// Sets the datacenter's fault plan from the base plan and the layers in force.
+    fn apply_timed_layers(&mut self) {
+        let base = self.timed.base.clone().unwrap_or_else(FaultPlan::none);
+        if self.timed.layers.is_empty() {
+            self.timed.base = None;
+            self.sim.set_fault_plan(base);
+            return;
+        }
+        let plan = self.timed.layers.iter().fold(base, |plan, (_, layer)| combine_fault_plans(&plan, layer));
+        self.sim.set_fault_plan(plan);
+    }
+
+    /// The earliest end of a timed fault, for the scheduler.
+    fn next_timed_fault_end(&self) -> Option<Timestamp> {
+        let layers = self.timed.layers.iter().map(|(until, _)| *until);
+        let capacity = self.timed.capacity.iter().map(|(until, _, _)| *until);
+        layers.chain(capacity).min()
+    }
+
+    /// The namespace and object store of a cluster's current management cluster.
+    pub fn store_of(&self, cluster: &str) -> Option<(String, &Store)> {
+        let (namespace, index) = self.cluster(cluster).ok()?;
+        Some((namespace, &self.managements[index].store))
+    }
+
     /// Crashes every replica now (they restart at once with empty memory).
     pub fn crash_operators(&mut self) {
         self.note("operator crash");
@@ -306,6 +400,7 @@ impl World {
     pub fn step(&mut self) {
         self.steps += 1;
         let now = self.now();
+        self.end_timed_faults(now);
         self.apply_operator_faults(now);
         self.run_capi(now);
         self.sync_operators(now);
@@ -384,6 +479,7 @@ impl World {
         }
         next = next.min(self.sim.next_event_at().unwrap_or(ceiling));
         next = next.min(self.faults.crashes.iter().min().copied().unwrap_or(ceiling));
+        next = next.min(self.next_timed_fault_end().unwrap_or(ceiling));
         if next <= now {
             next = now.checked_add(Duration::from_millis(1)).unwrap_or(now);
         }
@@ -500,6 +596,45 @@ impl World {
                 (m.metadata.name.clone().unwrap_or_default(), phase)
             })
             .collect()
+    }
+}
+
+/// Datacenter faults with an end: fault-plan layers and capacity limits.
+#[derive(Debug, Clone, Default)]
+struct TimedFaults {
+    /// The datacenter's plan before the first layer.
+    base: Option<FaultPlan>,
+    layers: Vec<(Timestamp, FaultPlan)>,
+    /// Capacity limits: until, partition, size.
+    capacity: Vec<(Timestamp, String, String)>,
+}
+
+/// Two fault plans in force at once: every rate and latency is the larger of the two; error
+/// rates for single operations are combined with the other plan's rates for that operation.
+fn combine_fault_plans(a: &FaultPlan, b: &FaultPlan) -> FaultPlan {
+    let max_rates = |x: ErrorRates, y: ErrorRates| ErrorRates {
+        transient: x.transient.max(y.transient),
+        conflict: x.conflict.max(y.conflict),
+        auth: x.auth.max(y.auth),
+    };
+    let operations: Vec<_> =
+        a.error_rates_by_operation.keys().chain(b.error_rates_by_operation.keys()).copied().collect();
+    let error_rates_by_operation =
+        operations.into_iter().map(|op| (op, max_rates(a.rates_for(op), b.rates_for(op)))).collect();
+    let latency = match (a.latency, b.latency) {
+        (Some(x), Some(y)) => Some(LatencyRange { min: x.min.max(y.min), max: x.max.max(y.max) }),
+        (x, y) => x.or(y),
+    };
+    FaultPlan {
+        error_rates: max_rates(a.error_rates, b.error_rates),
+        error_rates_by_operation,
+        lost_response_rate: a.lost_response_rate.max(b.lost_response_rate),
+        latency,
+        parallel_allocation_rate: a.parallel_allocation_rate.max(b.parallel_allocation_rate),
+        provisioning_failure_rate: a.provisioning_failure_rate.max(b.provisioning_failure_rate),
+        death_rate: a.death_rate.max(b.death_rate),
+        external_free_rate: a.external_free_rate.max(b.external_free_rate),
+        death_window: a.death_window.max(b.death_window),
     }
 }
 
