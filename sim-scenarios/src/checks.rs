@@ -157,7 +157,9 @@ impl Checker {
                 let Some(id) = mm.spec.provider_id.as_deref().and_then(|p| ProviderId::parse(p).ok()) else {
                     continue;
                 };
-                if !ready || mm.metadata.deletion_timestamp.is_some() {
+                // While paused capms must not touch an object, status included (CAPI's
+                // contract); the grace starts when the pause ends.
+                if !ready || mm.metadata.deletion_timestamp.is_some() || paused(view.store, mm) {
                     continue;
                 }
                 let problem = match by_id.get(id.machine_id()) {
@@ -242,6 +244,15 @@ pub fn leaks(sim: &Sim, namespace: &str, cluster: &str) -> Vec<String> {
             .map(|n| format!("network {}", n.id)),
     );
     leaks
+}
+
+/// Whether the cluster of a MetalStackMachine is paused, or the object itself.
+fn paused(store: &Store, metal_machine: &capms_core::api::MetalStackMachine) -> bool {
+    let namespace = metal_machine.metadata.namespace.clone().unwrap_or_default();
+    let cluster = capi::label(&metal_machine.metadata, capi::CLUSTER_NAME_LABEL)
+        .and_then(|name| store.get::<capms_core::api::capi::Cluster>(&namespace, name));
+    capi::has_annotation(&metal_machine.metadata, capi::PAUSED_ANNOTATION)
+        || cluster.is_some_and(|c| c.spec_paused())
 }
 
 fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {

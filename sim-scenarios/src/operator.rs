@@ -58,6 +58,9 @@ struct InFlight {
     future: Reconcile,
 }
 
+/// How soon a reconcile whose status write failed is retried.
+pub const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Knobs of the operator model.
 #[derive(Debug, Clone, Copy)]
 pub struct OperatorConfig {
@@ -346,7 +349,7 @@ impl Operator {
         if outcome.finalizer == FinalizerAction::Remove {
             return;
         }
-        self.write_status(lose_status, notes, || {
+        self.write_status(Target::Machine(key.clone()), now, lose_status, notes, || {
             store.write_status::<MetalStackMachine>(&key.0, &key.1, |m| {
                 m.status = Some(outcome.status.clone())
             })
@@ -394,7 +397,7 @@ impl Operator {
         if outcome.finalizer == FinalizerAction::Remove || !outcome.write_status {
             return;
         }
-        self.write_status(lose_status, notes, || {
+        self.write_status(Target::Cluster(key.clone()), now, lose_status, notes, || {
             store.write_status::<MetalStackCluster>(&key.0, &key.1, |c| {
                 c.status = Some(outcome.status.clone())
             })
@@ -433,7 +436,7 @@ impl Operator {
         if outcome.finalizer == FinalizerAction::Remove {
             return;
         }
-        self.write_status(lose_status, notes, || {
+        self.write_status(Target::Firewall(key.clone()), now, lose_status, notes, || {
             store.write_status::<MetalStackFirewall>(&key.0, &key.1, |f| {
                 f.status = Some(outcome.status.clone())
             })
@@ -453,8 +456,12 @@ impl Operator {
         self.enqueue(target, now);
     }
 
+    /// Writes a status. A lost write is a failed request to capms-manager (an apiserver
+    /// timeout): the reconcile is retried after [`STATUS_RETRY`].
     fn write_status(
         &mut self,
+        target: Target,
+        now: Timestamp,
         lose: bool,
         notes: &mut Vec<String>,
         write: impl FnOnce() -> Result<(), StoreError>,
@@ -462,6 +469,7 @@ impl Operator {
         if lose {
             self.stats.lost_status_writes += 1;
             notes.push("status write lost".to_string());
+            self.enqueue(target, now.checked_add(STATUS_RETRY).unwrap_or(now));
             return;
         }
         let _ = write();

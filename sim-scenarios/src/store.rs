@@ -132,6 +132,8 @@ pub struct Store {
     created: u64,
     /// Bumped on every write: lets observers skip work when nothing changed.
     pub revision: u64,
+    /// Distinguishes the UIDs of different management clusters' stores.
+    pub id: u64,
 }
 
 /// Access to the collection of one kind.
@@ -184,6 +186,11 @@ impl Stored for MetalStackMachine {
 }
 
 impl Store {
+    /// An empty store of management cluster `id` (its UIDs differ from other stores').
+    pub fn new(id: u64) -> Self {
+        Store { id, ..Store::default() }
+    }
+
     fn next_version(&mut self) -> String {
         self.resource_version += 1;
         self.revision += 1;
@@ -203,7 +210,8 @@ impl Store {
         self.created += 1;
         let version = self.next_version();
         let meta = object.meta_mut();
-        meta.uid = Some(format!("{:08x}-0000-4000-8000-{:012x}", self.created, self.resource_version));
+        meta.uid =
+            Some(format!("{:08x}-{:04x}-4000-8000-{:012x}", self.created, self.id, self.resource_version));
         meta.resource_version = Some(version);
         meta.generation = Some(1);
         meta.creation_timestamp = Some(Time(now));

@@ -115,8 +115,9 @@ impl World {
     fn add_management(&mut self) -> usize {
         let operator = Operator::new(self.operator_config, self.backend.clone());
         let now = self.sim.now();
+        let id = self.managements.len() as u64;
         self.managements.push(Management {
-            store: Store::default(),
+            store: Store::new(id),
             capi: CapiModel::default(),
             operators: vec![operator],
             last_revision: u64::MAX,

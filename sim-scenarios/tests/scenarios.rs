@@ -8,45 +8,7 @@ use std::process::Command;
 /// Scenario files that fail because of a known bug outside the scenario format and runner,
 /// with the diagnosis. They are still run: a listed scenario that passes fails its test, so
 /// the entry goes when the bug is fixed.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "two_replicas_racing_never_keep_a_second_machine",
-        "core/src/reconcile (machine.rs, firewall.rs): a duplicate allocation from two racing \
-         replicas is freed only by `Owner::free_duplicates` in the allocate path, i.e. when it is \
-         found before providerID is written. Once one replica has written providerID, every later \
-         reconcile takes the lookup path and never looks for other machines carrying the object's \
-         identity tags, so the second machine stays allocated (checks: duplicate lasting longer \
-         than DUPLICATE_GRACE) until the object is deleted (free_all frees it then).",
-    ),
-    (
-        "clusterctl_move_keeps_every_machine_and_the_moved_cluster_deletes_cleanly",
-        "world model (store.rs/world.rs): every Store makes UIDs from its own counters \
-         (`{created:08x}-0000-4000-8000-{rv:012x}`), so the second management cluster hands out \
-         UIDs the first one already used. After the move, nomad-cp-1 gets the UID nomad-md-2 had \
-         in the source store, and the checker (keyed by UID across all stores) reports \
-         'providerID of default/nomad-cp-1 changed'. UIDs must be unique across management \
-         clusters (or the checker must key by management cluster too).",
-    ),
-    (
-        "pausing_a_cluster_freezes_everything",
-        "spec conflict between checks.rs and core/src/reconcile/machine.rs: while the Cluster is \
-         paused the machine reconciler reports only `Paused` (so Ready stays True), but \
-         `Checker::no_stale_ready` does not exempt paused clusters, so a machine that dies or is \
-         freed externally while its cluster is paused is a violation after STALE_READY_GRACE. \
-         Either refresh readiness read-only while paused, or exempt paused clusters in the \
-         checker (and document which PRODUCT.md §3 promise wins).",
-    ),
-    (
-        "lost_status_writes_are_rebuilt_from_metal_api",
-        "operator model (operator.rs `write_status`) or cluster reconciler: a lost status write \
-         is dropped silently and the object is not requeued, and a provisioned MetalStackCluster \
-         returns `requeue: None`. With seed 8 the write that makes the cluster provisioned is \
-         lost; nothing changes any more that would trigger the cluster again, so it stays \
-         'WaitingForFirewall' forever while the firewall is Ready. A failed status patch returns \
-         an error to capms-manager (requeue with backoff); model that, or resync provisioned \
-         clusters periodically.",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")

@@ -25,7 +25,8 @@ fn the_same_seed_gives_the_same_trace() {
     assert_ne!(first.trace_hash, other.trace_hash, "seeds 7 and 8 gave the same trace");
 }
 
-/// Lost answers to allocations under a given machine reconciler: returns the violations.
+/// Lost answers to allocations under a given machine reconciler: returns the violations and
+/// every object that ever had two machines at once.
 fn lost_answers(variant: Variant) -> Vec<String> {
     let faults = FaultPlan { lost_response_rate: 0.3, ..FaultPlan::none() };
     let config = OperatorConfig { variant, ..OperatorConfig::default() };
@@ -35,7 +36,11 @@ fn lost_answers(variant: Variant) -> Vec<String> {
     world.sim.heal();
     let _ = world.run_until("lossy", Until::Ready, Duration::from_secs(3600));
     world.run_for(Duration::from_secs(1200)).expect("runs");
-    world.checker.violations.clone()
+    let mut found = world.checker.violations.clone();
+    found.extend(
+        world.checker.duplicates_seen.iter().map(|object| format!("{object} had two machines allocated")),
+    );
+    found
 }
 
 #[test]

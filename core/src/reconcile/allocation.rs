@@ -73,6 +73,34 @@ impl Owner {
         Ok(())
     }
 
+    /// Frees machines that the cache saw carrying this object's identity tags besides `keep`
+    /// (two replicas raced an allocation). Each is re-read right before the free, because the
+    /// cached answer may be stale and metal-api's free is unconditional.
+    pub(crate) async fn free_cached_duplicates(
+        &self,
+        backend: &dyn MetalBackend,
+        keep: &str,
+        cached: Vec<Machine>,
+        events: &mut Vec<Event>,
+    ) -> Result<bool, BackendError> {
+        let identity = tags::identity_tags(&self.object, self.resource_key);
+        let mut freed = false;
+        for candidate in cached.into_iter().filter(|machine| machine.id != keep) {
+            let fresh = match backend.get_machine(&candidate.id).await {
+                Ok(fresh) => fresh,
+                Err(error) if error.kind() == ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
+            if self.owns(&fresh) && tags_match(&fresh.tags, &identity) {
+                backend.free_machine(&fresh.id).await?;
+                let message = format!("freed duplicate allocation {} of {}", fresh.id, self.object);
+                events.push(Event::warning(EventReason::DuplicateFreed, message));
+                freed = true;
+            }
+        }
+        Ok(freed)
+    }
+
     /// Frees every machine of this object: the one behind the providerID (if it is still
     /// ours) and any other carrying the object's ownership tags. Returns the freed ids.
     pub(crate) async fn free_all(

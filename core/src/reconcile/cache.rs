@@ -227,6 +227,20 @@ impl MachineCache {
         state.entries.insert(key, Entry { fetched: now, machines });
     }
 
+    /// Machines of the cluster carrying all `tags`, as last read (no metal-api call). The
+    /// answer may be stale: re-read a machine before acting on it.
+    pub fn tagged(&self, cluster: &ObjectRef, tags: &[String]) -> Vec<Machine> {
+        let state = self.lock();
+        let Some(entry) = state.entries.get(&cluster.key()) else { return Vec::new() };
+        entry
+            .machines
+            .values()
+            .map(|(m, _)| m)
+            .filter(|m| crate::metal::tags_match(&m.tags, tags))
+            .cloned()
+            .collect()
+    }
+
     /// Forgets what is known about a cluster (after an allocation or a free changed it).
     pub fn invalidate(&self, cluster: &ObjectRef) {
         self.lock().entries.remove(&cluster.key());

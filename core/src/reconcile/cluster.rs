@@ -210,6 +210,20 @@ impl Run<'_, '_> {
         let network_id = self.node_network(backend).await?;
         self.outcome.status.node_network_id = Some(network_id);
         self.control_plane_endpoint(backend).await?;
+        let conditions =
+            self.input.metal_cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        if !crate::api::conditions::is_true(conditions, ConditionType::Ready.as_str()) {
+            // Before the cluster first reports Ready, whatever a racing replica allocated for it
+            // a second time goes (once per readiness transition, so it costs little). Only what
+            // the spec already names is kept: spec ids are immutable once set, so every replica
+            // agrees on them, while an id adopted in this very pass may lose the race.
+            if let Some(network_id) = self.spec().node_network_id.clone() {
+                self.free_duplicate_networks(backend, &network_id).await?;
+            }
+            if let Some(ip) = self.spec().control_plane_ip.clone() {
+                self.free_duplicate_ips(backend, &ip).await?;
+            }
+        }
         self.firewall()
     }
 
@@ -222,17 +236,13 @@ impl Run<'_, '_> {
             if verified {
                 return Ok(id);
             }
-            return match backend.get_network(&id).await {
-                Ok(network) => {
-                    let ours = tags::network_ownership_labels(&self.identity())
-                        .iter()
-                        .all(|(k, v)| network.labels.get(k) == Some(v));
-                    let reason = if ours { Reason::Allocated } else { Reason::UserProvided };
-                    self.conditions.set(type_, true, reason, &format!("network {id}"));
-                    Ok(id)
-                }
-                Err(error) => Err(self.failed(type_, &error)),
-            };
+            let network = backend.get_network(&id).await.map_err(|error| self.failed(type_, &error))?;
+            let ours = tags::network_ownership_labels(&self.identity())
+                .iter()
+                .all(|(k, v)| network.labels.get(k) == Some(v));
+            let reason = if ours { Reason::Allocated } else { Reason::UserProvided };
+            self.conditions.set(type_, true, reason, &format!("network {id}"));
+            return Ok(id);
         }
         let identity = self.identity();
         let query = NetworkQuery {
@@ -257,6 +267,35 @@ impl Run<'_, '_> {
         let network = backend.allocate_network(&request).await.map_err(|error| self.failed(type_, &error))?;
         self.adopted_network(&network.id, EventReason::Allocated);
         Ok(network.id)
+    }
+
+    /// Frees node networks allocated for this cluster besides `keep`: a second replica racing
+    /// the first allocation (its write-back lost the conflict) leaves one. Runs whenever the
+    /// network in the spec is verified, which a lost race always causes (the loser's status
+    /// names its own network).
+    async fn free_duplicate_networks(
+        &mut self,
+        backend: &dyn MetalBackend,
+        keep: &str,
+    ) -> Result<(), Pending> {
+        let type_ = ConditionType::NodeNetworkReady;
+        let query = NetworkQuery {
+            project_id: Some(self.spec().project_id.clone()),
+            labels: tags::network_labels(&self.identity()),
+            ..NetworkQuery::default()
+        };
+        let found = backend.find_networks(&query).await.map_err(|error| self.failed(type_, &error))?;
+        for network in found.into_iter().filter(|network| network.id != keep) {
+            match backend.free_network(&network.id).await {
+                Ok(_) => {
+                    let message = format!("freed duplicate node network {}", network.id);
+                    self.outcome.events.push(Event::warning(EventReason::DuplicateFreed, message));
+                }
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(self.failed(type_, &error)),
+            }
+        }
+        Ok(())
     }
 
     fn adopted_network(&mut self, network_id: &str, reason: EventReason) {
@@ -319,6 +358,26 @@ impl Run<'_, '_> {
             Err(error) => return Err(self.failed(type_, &error)),
         };
         self.conditions.set(type_, true, reason, &format!("control-plane IP {ip}"));
+        Ok(())
+    }
+
+    /// Frees control-plane IPs allocated for this cluster besides `keep` (see
+    /// [`Run::free_duplicate_networks`]).
+    async fn free_duplicate_ips(&mut self, backend: &dyn MetalBackend, keep: &str) -> Result<(), Pending> {
+        let type_ = ConditionType::ControlPlaneIpReady;
+        let tags = tags::cluster_ip_tags(&self.identity(), Purpose::ControlPlaneIp);
+        let query = IpQuery { project_id: Some(self.spec().project_id.clone()), tags, ..IpQuery::default() };
+        let found = backend.find_ips(&query).await.map_err(|error| self.failed(type_, &error))?;
+        for ip in found.into_iter().filter(|ip| ip.address != keep) {
+            match backend.free_ip(&ip.address).await {
+                Ok(_) => {
+                    let message = format!("freed duplicate control-plane IP {}", ip.address);
+                    self.outcome.events.push(Event::warning(EventReason::DuplicateFreed, message));
+                }
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(self.failed(type_, &error)),
+            }
+        }
         Ok(())
     }
 

@@ -187,6 +187,27 @@ impl Run<'_, '_> {
                 return None;
             }
         };
+        // One find by identity tags serves both: the firewall behind the providerID, and any
+        // duplicate a racing replica allocated (freed here).
+        match owner.find_identity(backend).await {
+            Ok(found) => {
+                if let Some(firewall) = found.iter().find(|m| m.id == parsed.machine_id()).cloned() {
+                    let events = &mut self.outcome.events;
+                    return match owner.free_duplicates(backend, &firewall.id, &found, events).await {
+                        Ok(()) => Some(firewall),
+                        Err(error) => {
+                            self.failed(ConditionType::FirewallAllocated, &error);
+                            None
+                        }
+                    };
+                }
+            }
+            Err(error) => {
+                self.failed(ConditionType::FirewallProvisioned, &error);
+                self.phase = phase::PROVISIONING;
+                return None;
+            }
+        }
         match backend.get_firewall(parsed.machine_id()).await {
             Ok(firewall) if owner.owns(&firewall) => Some(firewall),
             Ok(_) => {

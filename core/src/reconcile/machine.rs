@@ -289,7 +289,22 @@ impl Run<'_, '_> {
                 self.phase = phase::PROVISIONING;
                 None
             }
-            Ok(Some(machine)) if owner.owns(&machine) => Some(machine),
+            Ok(Some(machine)) if owner.owns(&machine) => {
+                let identity = tags::identity_tags(&owner.object, owner.resource_key);
+                let cached = cache.tagged(&owner.cluster, &identity);
+                match owner
+                    .free_cached_duplicates(backend, &machine.id, cached, &mut self.outcome.events)
+                    .await
+                {
+                    Ok(true) => cache.invalidate(&owner.cluster),
+                    Ok(false) => {}
+                    Err(error) => {
+                        self.failed(ConditionType::MachineAllocated, &error);
+                        return None;
+                    }
+                }
+                Some(machine)
+            }
             Ok(gone) => {
                 self.freed_externally(parsed.machine_id(), gone.is_some());
                 None
