@@ -51,7 +51,7 @@ impl Checker {
         let machines = sim.machines();
         let external = self.external_frees(sim);
         self.no_duplicate_allocations(&machines, now);
-        self.no_machine_shared(stores);
+        self.no_machine_shared(stores, now);
         self.provider_ids_stable(stores);
         self.no_stale_ready(&machines, stores, now);
         self.nothing_freed_while_paused(&machines, stores, &external);
@@ -110,11 +110,16 @@ impl Checker {
     }
 
     /// No two objects point at one machine.
-    fn no_machine_shared(&mut self, stores: &[View<'_>]) {
+    /// No two objects are Ready on one machine (beyond the refresh grace: an object whose
+    /// machine was freed and re-allocated to another object may still look Ready until its
+    /// next refresh). A stale providerID of a failed object is no claim.
+    fn no_machine_shared(&mut self, stores: &[View<'_>], now: Timestamp) {
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for view in stores {
             for mm in view.store.metal_machines.values() {
-                if capi::has_annotation(&mm.metadata, capi::DELETE_FOR_MOVE_ANNOTATION) {
+                let ready =
+                    mm.status.as_ref().is_some_and(|s| is_true(&s.conditions, ConditionType::Ready.as_str()));
+                if capi::has_annotation(&mm.metadata, capi::DELETE_FOR_MOVE_ANNOTATION) || !ready {
                     continue;
                 }
                 if let Some(id) = mm.spec.provider_id.as_deref().and_then(|p| ProviderId::parse(p).ok()) {
@@ -122,9 +127,14 @@ impl Checker {
                 }
             }
         }
+        let mut current = BTreeSet::new();
         for (machine, objects) in owners.into_iter().filter(|(_, o)| o.len() > 1) {
-            self.violation(format!("machine {machine} is claimed by {}", objects.join(" and ")));
+            let key = format!("shared:{machine}");
+            current.insert(key.clone());
+            let message = format!("machine {machine} is claimed by {}", objects.join(" and "));
+            self.lasting(key, now, STALE_READY_GRACE, || message);
         }
+        self.forget_except("shared:", &current);
     }
 
     fn provider_ids_stable(&mut self, stores: &[View<'_>]) {
@@ -165,6 +175,9 @@ impl Checker {
                 let problem = match by_id.get(id.machine_id()) {
                     None => Some("does not exist"),
                     Some(m) if m.allocation.is_none() => Some("is not allocated"),
+                    Some(m) if tags::value(&m.tags, tags::MACHINE_RESOURCE) != Some(key_of(mm).as_str()) => {
+                        Some("is allocated to another object")
+                    }
                     Some(m) if m.liveliness == Liveliness::Dead => Some("is dead"),
                     Some(m) if !m.is_phoned_home() => Some("has not phoned home"),
                     Some(_) => None,
@@ -244,6 +257,12 @@ pub fn leaks(sim: &Sim, namespace: &str, cluster: &str) -> Vec<String> {
             .map(|n| format!("network {}", n.id)),
     );
     leaks
+}
+
+/// `<namespace>.<name>`, the object's key in tags.
+fn key_of(metal_machine: &capms_core::api::MetalStackMachine) -> String {
+    let meta = &metal_machine.metadata;
+    format!("{}.{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
 /// Whether the cluster of a MetalStackMachine is paused, or the object itself.

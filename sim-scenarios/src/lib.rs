@@ -14,6 +14,7 @@
 pub mod capi;
 pub mod checks;
 pub mod demo;
+pub mod explore;
 pub mod operator;
 pub mod scenario;
 pub mod store;

@@ -42,6 +42,27 @@ enum Command {
         #[arg(long)]
         log: bool,
     },
+    /// Swarm exploration: each seed generates its own scenario (cluster, fault mix, disturbances,
+    /// healing, deletion) and must converge without leaks, duplicates or safety violations.
+    /// Failures print the seed, the fault mix, the shrunk scenario and how to reproduce it.
+    Explore {
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 100)]
+        runs: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker threads (results do not depend on it).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Write each shrunk failing scenario to DIR/explore-seed-<seed>.yaml.
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
+        /// Run the deliberately broken machine reconciler (allocation without adoption) to
+        /// check that exploration catches it.
+        #[arg(long, hide = true)]
+        canary: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +70,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo { seed, quiet } => run_demo(seed, quiet),
         Command::Run { file, seed, log } => run_file(&file, seed, log),
+        Command::Explore { runs, seed, threads, save, canary } => {
+            run_explore(seed, runs, threads, save, canary)
+        }
     }
 }
 
@@ -129,4 +153,63 @@ fn run_file(file: &std::path::Path, seed: Option<u64>, log: bool) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+// Exploration reports its wall time and progress; the simulation itself never reads the clock.
+#[allow(clippy::disallowed_methods, clippy::print_stdout, reason = "a command-line report of finished runs")]
+fn run_explore(first: u64, runs: u64, threads: usize, save: Option<PathBuf>, canary: bool) -> ExitCode {
+    use capms_core::reconcile::machine::Variant;
+    use capms_sim_scenarios::explore;
+    use capms_sim_scenarios::operator::OperatorConfig;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let variant = if canary { Variant::CanaryWithoutAdoption } else { Variant::Correct };
+    let config = OperatorConfig { variant, ..OperatorConfig::default() };
+    let started = std::time::Instant::now();
+    let done = AtomicU64::new(0);
+    let progress = |_seed: u64| {
+        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if finished.is_multiple_of(100) || finished == runs {
+            println!("explored {finished}/{runs} seeds ({:.0}s)", started.elapsed().as_secs_f64());
+        }
+    };
+    let found = match explore::explore(first, runs, threads, config, &progress) {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("explore: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{runs} seeds from {first} in {elapsed:.1}s ({:.1} lifecycles per second), {} failed",
+        runs as f64 / elapsed.max(1e-9),
+        found.len()
+    );
+    for failure in &found {
+        println!();
+        println!("seed {} failed: {}", failure.seed, failure.reason);
+        println!(
+            "  fault mix: {}",
+            if failure.fault_mix.is_empty() { "none".to_string() } else { failure.fault_mix.join("; ") }
+        );
+        println!(
+            "  reproduce: cargo run -p capms-sim-scenarios --bin capms-sim -- explore --seed {} --runs 1",
+            failure.seed
+        );
+        match &save {
+            Some(dir) => {
+                let path = dir.join(format!("explore-seed-{}.yaml", failure.seed));
+                match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, &failure.shrunk)) {
+                    Ok(()) => println!(
+                        "  shrunk scenario: {} (cargo run -p capms-sim-scenarios --bin capms-sim -- run {})",
+                        path.display(),
+                        path.display()
+                    ),
+                    Err(error) => eprintln!("  cannot write {}: {error}", path.display()),
+                }
+            }
+            None => println!("  shrunk scenario:\n{}", failure.shrunk),
+        }
+    }
+    if found.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

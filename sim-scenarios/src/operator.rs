@@ -58,6 +58,12 @@ struct InFlight {
     future: Reconcile,
 }
 
+/// How long a watch event takes from a write to the informer.
+pub const WATCH_LATENCY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How soon a reconcile whose write a validation rule refused is retried.
+pub const INVALID_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How soon a reconcile whose status write failed is retried.
 pub const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -104,9 +110,12 @@ pub struct Operator {
 
 impl std::fmt::Debug for Operator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_flight: Vec<&Target> = self.in_flight.iter().map(|f| &f.target).collect();
+        let next: Vec<&Target> = self.queue.values().take(3).collect();
         f.debug_struct("Operator")
             .field("queued", &self.queue.len())
-            .field("in_flight", &self.in_flight.len())
+            .field("next", &next)
+            .field("in_flight", &in_flight)
             .finish()
     }
 }
@@ -148,11 +157,14 @@ impl Operator {
             .filter(|(target, version)| self.seen.get(*target) != Some(version))
             .map(|(t, _)| t.clone())
             .collect();
+        // Watch events arrive a little later than the write that caused them, so that two
+        // writers that keep undoing each other (two replicas) make virtual time pass.
+        let at = now.checked_add(WATCH_LATENCY).unwrap_or(now);
         for target in changed {
             for related in related_targets(store, &target) {
-                self.enqueue(related, now);
+                self.enqueue(related, at);
             }
-            self.enqueue(target, now);
+            self.enqueue(target, at);
         }
         self.seen = current;
     }
@@ -451,9 +463,12 @@ impl Operator {
         now: Timestamp,
         notes: &mut Vec<String>,
     ) {
+        // A conflict is retried at once with a fresh read (what a controller does on 409);
+        // anything else (422 from a validation rule) backs off.
         self.stats.conflicts += 1;
         notes.push(format!("write of {}/{} refused: {error}", key.0, key.1));
-        self.enqueue(target, now);
+        let retry = if *error == StoreError::Conflict { std::time::Duration::ZERO } else { INVALID_RETRY };
+        self.enqueue(target, now.checked_add(retry).unwrap_or(now));
     }
 
     /// Writes a status. A lost write is a failed request to capms-manager (an apiserver

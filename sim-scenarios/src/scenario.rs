@@ -27,7 +27,7 @@
 mod run;
 mod yaml;
 
-pub use run::{Failure, ScenarioReport, ScenarioRun, reproduce_command, run_scenario};
+pub use run::{Failure, ScenarioReport, ScenarioRun, reproduce_command, run_scenario, run_scenario_with};
 pub use yaml::{format_duration, parse_duration};
 
 use crate::world::Until;

@@ -164,7 +164,31 @@ macro_rules! stored {
 stored!(Cluster, Cluster, clusters);
 stored!(Machine, Machine, machines);
 stored!(Secret, Secret, secrets);
-stored!(MetalStackCluster, MetalStackCluster, metal_clusters);
+impl Stored for MetalStackCluster {
+    const KIND: Kind = Kind::MetalStackCluster;
+    fn collection(store: &Store) -> &Collection<Self> {
+        &store.metal_clusters
+    }
+    fn collection_mut(store: &mut Store) -> &mut Collection<Self> {
+        &mut store.metal_clusters
+    }
+    /// The CRD's CEL rules: project and partition never change; nodeNetworkID and
+    /// controlPlaneIP never change once set.
+    fn validate_update(old: &Self, new: &Self) -> Result<(), StoreError> {
+        let (old, new) = (&old.spec, &new.spec);
+        let once = |before: &Option<String>, after: &Option<String>| before.is_none() || before == after;
+        if old.project_id != new.project_id || old.partition != new.partition {
+            return Err(StoreError::Invalid("projectID and partition are immutable".to_string()));
+        }
+        if !once(&old.node_network_id, &new.node_network_id) {
+            return Err(StoreError::Invalid("nodeNetworkID is immutable once set".to_string()));
+        }
+        if !once(&old.control_plane_ip, &new.control_plane_ip) {
+            return Err(StoreError::Invalid("controlPlaneIP is immutable once set".to_string()));
+        }
+        Ok(())
+    }
+}
 stored!(MetalStackFirewall, MetalStackFirewall, firewalls);
 
 impl Stored for MetalStackMachine {

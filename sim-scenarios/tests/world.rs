@@ -75,3 +75,20 @@ fn clusters_converge_after_a_metal_api_outage() {
     assert_eq!(world.leaks("outage"), Vec::<String>::new());
     assert_eq!(world.checker.violations, Vec::<String>::new());
 }
+
+#[test]
+fn exploration_passes_with_faults_on() {
+    let found = capms_sim_scenarios::explore::explore(0, 12, 2, OperatorConfig::default(), &|_| {})
+        .expect("explores");
+    let seeds: Vec<u64> = found.iter().map(|f| f.seed).collect();
+    assert!(found.is_empty(), "seeds {seeds:?} failed: {:?}", found.first().map(|f| &f.reason));
+}
+
+#[test]
+fn exploration_catches_the_canary_within_thirty_seeds() {
+    let config = OperatorConfig { variant: Variant::CanaryWithoutAdoption, ..OperatorConfig::default() };
+    let found = capms_sim_scenarios::explore::explore(0, 30, 2, config, &|_| {}).expect("explores");
+    let first = found.first().expect("the broken reconciler went unnoticed for 30 seeds");
+    assert!(first.reason.contains("two machines"), "caught for another reason: {}", first.reason);
+    assert!(first.shrunk.lines().count() < first.scenario.lines().count(), "shrinking removed nothing");
+}

@@ -47,6 +47,10 @@ use crate::tags::{self, ObjectRef, Purpose};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// How long a firewall may be dead, crash-looping or freed by someone else before the cluster
+/// replaces it.
+pub const FIREWALL_REPLACE_AFTER: Duration = Duration::from_secs(600);
+
 /// The API server port written into an endpoint capms allocated (kubeadm's default).
 pub const API_SERVER_PORT: i32 = 6443;
 
@@ -478,6 +482,19 @@ impl Run<'_, '_> {
             });
         };
         let conditions = firewall.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        if let Some(reason) = self.firewall_broken(conditions) {
+            // Nothing else replaces a firewall (it is no CAPI Machine, so no health check
+            // covers it): a broken one is deleted, which frees it, and a new one is created.
+            let message = format!("MetalStackFirewall {name} is broken ({reason}); replacing it");
+            self.outcome.events.push(Event::warning(EventReason::FirewallReplaced, message.clone()));
+            self.outcome.firewall = FirewallChild::Delete { name };
+            self.conditions.set(type_, false, Reason::WaitingForFirewall, &message);
+            return Err(Pending {
+                reason: Reason::WaitingForFirewall,
+                message,
+                requeue: Some(Duration::from_secs(30)),
+            });
+        }
         if crate::api::conditions::is_true(conditions, ConditionType::Ready.as_str()) {
             self.conditions.set(type_, true, Reason::Ready, &format!("MetalStackFirewall {name}"));
             return Ok(());
@@ -488,6 +505,20 @@ impl Run<'_, '_> {
         let message = format!("MetalStackFirewall {name} is not ready ({detail})");
         self.conditions.set(type_, false, Reason::WaitingForFirewall, &message);
         Err(Pending { reason: Reason::WaitingForFirewall, message, requeue: Some(Duration::from_secs(30)) })
+    }
+
+    /// The reason a firewall is broken beyond waiting: its Ready has been False for
+    /// [`FIREWALL_REPLACE_AFTER`] because it died, crash-loops or was freed by someone else.
+    fn firewall_broken(
+        &self,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ) -> Option<String> {
+        let ready = crate::api::conditions::get_condition(conditions, ConditionType::Ready.as_str())?;
+        let broken = [Reason::ProvisioningFailed, Reason::MachineDead, Reason::MachineFreedExternally]
+            .iter()
+            .any(|reason| ready.reason == reason.as_str());
+        let since = self.input.now.duration_since(ready.last_transition_time.0).unsigned_abs();
+        (ready.status == "False" && broken && since >= FIREWALL_REPLACE_AFTER).then(|| ready.reason.clone())
     }
 
     async fn delete(&mut self, backend: &dyn MetalBackend) {

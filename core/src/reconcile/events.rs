@@ -48,6 +48,8 @@ pub enum EventReason {
     InvalidConfiguration,
     /// Deletion left metal-stack resources in place because of `clusterctl move`.
     DeletedForMove,
+    /// A broken firewall was deleted so that a new one replaces it.
+    FirewallReplaced,
 }
 
 impl EventReason {
@@ -66,6 +68,7 @@ impl EventReason {
             EventReason::ProvisioningFailed => "ProvisioningFailed",
             EventReason::InvalidConfiguration => "InvalidConfiguration",
             EventReason::DeletedForMove => "DeletedForMove",
+            EventReason::FirewallReplaced => "FirewallReplaced",
         }
     }
 }

@@ -131,8 +131,13 @@ impl ScenarioRun {
     /// A fresh world for `scenario`, seeded with `seed_override`, else the scenario's `seed`,
     /// else [`DEFAULT_SEED`].
     pub fn new(scenario: &Scenario, seed_override: Option<u64>) -> Self {
+        ScenarioRun::with_config(scenario, seed_override, OperatorConfig::default())
+    }
+
+    /// [`ScenarioRun::new`] with a given operator model (the explorer's canary uses it).
+    pub fn with_config(scenario: &Scenario, seed_override: Option<u64>, config: OperatorConfig) -> Self {
         let seed = seed_override.or(scenario.seed).unwrap_or(DEFAULT_SEED);
-        let world = World::new(seed, scenario.datacenter.builder(seed), OperatorConfig::default());
+        let world = World::new(seed, scenario.datacenter.builder(seed), config);
         let start = world.now();
         ScenarioRun { world, seed, start, state: RunState::default() }
     }
@@ -160,7 +165,16 @@ impl ScenarioRun {
 /// Plays `scenario` with `seed_override`, else its `seed`, else [`DEFAULT_SEED`]. The same
 /// scenario and seed give the same trace hash.
 pub fn run_scenario(scenario: &Scenario, seed_override: Option<u64>) -> ScenarioReport {
-    let mut run = ScenarioRun::new(scenario, seed_override);
+    run_scenario_with(scenario, seed_override, OperatorConfig::default())
+}
+
+/// [`run_scenario`] with a given operator model.
+pub fn run_scenario_with(
+    scenario: &Scenario,
+    seed_override: Option<u64>,
+    config: OperatorConfig,
+) -> ScenarioReport {
+    let mut run = ScenarioRun::with_config(scenario, seed_override, config);
     let mut failure = None;
     let mut steps_passed = 0;
     for (index, step) in scenario.steps.iter().enumerate() {
