@@ -52,6 +52,10 @@ pub struct ClusterPlan {
     pub node_network_id: Option<String>,
     /// A control-plane IP the user provides (never freed by capms).
     pub control_plane_ip: Option<String>,
+    /// The MetalStackCluster is annotated `cluster.x-k8s.io/managed-by`.
+    pub externally_managed: bool,
+    /// Bootstrap Secrets carry `value` (false: a broken bootstrap provider).
+    pub bootstrap_value: bool,
 }
 
 /// CAPI core's controllers for the clusters of one management cluster.
@@ -95,6 +99,12 @@ impl CapiModel {
         let mut metal_meta = meta(&plan.name);
         metal_meta.owner_references = Some(vec![owner_reference(&cluster, true)]);
         metal_meta.labels = Some(BTreeMap::from([(capi::CLUSTER_NAME_LABEL.to_string(), plan.name.clone())]));
+        if plan.externally_managed {
+            metal_meta.annotations = Some(BTreeMap::from([(
+                capi::MANAGED_BY_ANNOTATION.to_string(),
+                "external-system".to_string(),
+            )]));
+        }
         let metal_cluster = MetalStackCluster {
             metadata: metal_meta,
             spec: MetalStackClusterSpec {
@@ -258,7 +268,12 @@ impl CapiModel {
         for machine in &waiting {
             let is_first = !initialized && machine.metadata.name == first;
             if initialized || is_first {
-                give_bootstrap_data(store, machine, now);
+                give_bootstrap_data(
+                    store,
+                    machine,
+                    self.plans.get(key).is_none_or(|p| p.bootstrap_value),
+                    now,
+                );
             }
         }
     }
@@ -388,7 +403,7 @@ fn create_machine(
     let _ = store.create(metal_machine, now);
 }
 
-fn give_bootstrap_data(store: &mut Store, machine: &Machine, now: Timestamp) {
+fn give_bootstrap_data(store: &mut Store, machine: &Machine, with_value: bool, now: Timestamp) {
     let name = format!("{}-bootstrap", machine.metadata.name.clone().unwrap_or_default());
     let secret = Secret {
         metadata: ObjectMeta {
@@ -397,13 +412,7 @@ fn give_bootstrap_data(store: &mut Store, machine: &Machine, now: Timestamp) {
             owner_references: Some(vec![owner_reference(machine, true)]),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([
-            (
-                "value".to_string(),
-                ByteString(format!("#cloud-config\n# join token for {name}: SECRET-TOKEN\n").into_bytes()),
-            ),
-            ("format".to_string(), ByteString(b"cloud-config".to_vec())),
-        ])),
+        data: Some(bootstrap_keys(&name, with_value)),
         type_: Some("cluster.x-k8s.io/secret".to_string()),
         ..Secret::default()
     };
@@ -413,6 +422,17 @@ fn give_bootstrap_data(store: &mut Store, machine: &Machine, now: Timestamp) {
     let mut updated = machine.clone();
     updated.spec.bootstrap.data_secret_name = Some(name);
     let _ = store.update(updated, true);
+}
+
+/// The keys of a bootstrap Secret as CABPK writes them (`value` and `format`); without
+/// `value` when a broken bootstrap provider is modelled.
+fn bootstrap_keys(name: &str, with_value: bool) -> BTreeMap<String, ByteString> {
+    let mut data = BTreeMap::from([("format".to_string(), ByteString(b"cloud-config".to_vec()))]);
+    if with_value {
+        let value = format!("#cloud-config\n# join token for {name}: SECRET-TOKEN\n");
+        data.insert("value".to_string(), ByteString(value.into_bytes()));
+    }
+    data
 }
 
 /// MachineHealthCheck: deletes Machines whose infrastructure has been unhealthy for longer

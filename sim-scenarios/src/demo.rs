@@ -56,6 +56,8 @@ pub fn plan(name: &str, control_plane: usize, workers: usize, firewall: bool) ->
         firewall: firewall.then(firewall_spec),
         node_network_id: None,
         control_plane_ip: None,
+        externally_managed: false,
+        bootstrap_value: true,
     }
 }
 

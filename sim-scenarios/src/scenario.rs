@@ -245,6 +245,11 @@ pub struct ClusterSpec {
     pub node_network: Option<String>,
     /// The name of an `allocate_ip` step whose IP the cluster uses.
     pub control_plane_ip: Option<String>,
+    /// The MetalStackCluster carries `cluster.x-k8s.io/managed-by` (another system owns it).
+    pub externally_managed: bool,
+    /// Whether bootstrap Secrets carry the `value` key (false models a broken bootstrap
+    /// provider, defect D14).
+    pub bootstrap_value: bool,
 }
 
 /// A fault to inject.
@@ -719,7 +724,9 @@ fn machine_image(fields: &yaml::Fields<'_>, datacenter: &DatacenterSpec) -> Pars
 }
 
 fn parse_create(args: &Node, datacenter: &DatacenterSpec, names: &mut Names) -> Parsed<ClusterSpec> {
-    const KEYS: [&str; 12] = [
+    const KEYS: [&str; 14] = [
+        "externally_managed",
+        "bootstrap_value",
         "name",
         "namespace",
         "project",
@@ -834,7 +841,14 @@ fn parse_create(args: &Node, datacenter: &DatacenterSpec, names: &mut Names) -> 
         firewall,
         node_network,
         control_plane_ip,
+        externally_managed: flag(&fields, "externally_managed", false)?,
+        bootstrap_value: flag(&fields, "bootstrap_value", true)?,
     })
+}
+
+/// An optional boolean key of a step.
+fn flag(fields: &yaml::Fields<'_>, key: &str, default: bool) -> Parsed<bool> {
+    Ok(fields.get(key).map(|n| n.boolean(&fields.name(key))).transpose()?.unwrap_or(default))
 }
 
 fn is_dns_label(name: &str) -> bool {

@@ -54,6 +54,8 @@ macro_rules! scenarios {
 }
 
 scenarios!(
+    an_externally_managed_cluster_is_left_alone,
+    machines_without_bootstrap_data_are_never_installed,
     a_cluster_whose_machines_are_gone_still_deletes,
     a_cluster_without_firewall_deletes_cleanly,
     a_dead_machine_is_replaced_by_the_health_check,

@@ -328,6 +328,8 @@ fn cluster_plan(spec: &ClusterSpec, state: &RunState) -> Result<ClusterPlan, Str
         firewall,
         node_network_id: lookup(&state.networks, &spec.node_network, "network")?,
         control_plane_ip: lookup(&state.ips, &spec.control_plane_ip, "IP")?,
+        externally_managed: spec.externally_managed,
+        bootstrap_value: spec.bootstrap_value,
     })
 }
 
