@@ -39,6 +39,7 @@ use crate::api::{
 use crate::backend::MetalBackend;
 use crate::error::{BackendError, ErrorKind};
 use crate::metal::{IpAllocateRequest, IpQuery, IpType, NetworkAllocateRequest, NetworkQuery};
+use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::ClusterFacts;
 use crate::reconcile::status::Conditions;
@@ -522,29 +523,11 @@ impl Run<'_, '_> {
     }
 
     async fn delete(&mut self, backend: &dyn MetalBackend) {
-        self.conditions.set(ConditionType::Ready, false, Reason::Deleting, "the cluster is being deleted");
-        if !self.control.has_finalizer {
-            return;
-        }
-        if self.control.delete_for_move {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::DeletionCompleted,
-                "deleted for clusterctl move",
-            );
-            let message = "deleted for clusterctl move; network, IP and firewall stay allocated";
-            self.outcome.events.push(Event::normal(EventReason::DeletedForMove, message));
-            self.outcome.finalizer = FinalizerAction::Remove;
-            return;
-        }
-        if self.control.paused {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::Paused,
-                "paused: nothing is freed until the pause ends",
-            );
+        let what = "network, IP and firewall";
+        if let Some(finalizer) =
+            deletion::gate(&self.control, &mut self.conditions, &mut self.outcome.events, what)
+        {
+            self.outcome.finalizer = finalizer;
             return;
         }
         match self.teardown(backend).await {

@@ -23,6 +23,7 @@ use crate::error::{BackendError, ErrorKind};
 use crate::metal::{FirewallAllocateRequest, Machine, MachineAllocateRequest, MachineRole, NetworkRequest};
 use crate::reconcile::allocation::Owner;
 use crate::reconcile::cache::RefreshPolicy;
+use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::{ClusterFacts, MetalClusterFacts};
 use crate::reconcile::lifecycle::FIREWALL;
@@ -341,54 +342,29 @@ impl Run<'_, '_> {
 
     async fn delete(&mut self, backend: &dyn MetalBackend) {
         self.phase = phase::DELETING;
-        self.conditions.set(ConditionType::Ready, false, Reason::Deleting, "the object is being deleted");
-        if !self.control.has_finalizer {
-            self.conditions.set(ConditionType::Deleting, true, Reason::DeletionCompleted, "");
-            return;
-        }
-        if self.control.delete_for_move {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::DeletionCompleted,
-                "deleted for clusterctl move",
-            );
-            let message = "deleted for clusterctl move; the metal-stack firewall stays allocated";
-            self.outcome.events.push(Event::normal(EventReason::DeletedForMove, message));
-            self.outcome.finalizer = FinalizerAction::Remove;
-            return;
-        }
-        if self.control.paused {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::Paused,
-                "paused: nothing is freed until the pause ends",
-            );
+        let events = &mut self.outcome.events;
+        if let Some(finalizer) =
+            deletion::gate(&self.control, &mut self.conditions, events, "the metal-stack firewall")
+        {
+            self.outcome.finalizer = finalizer;
             return;
         }
         let Some(metal_cluster) = self.input.metal_cluster else {
-            let message = "waiting for the MetalStackCluster to check ownership before freeing";
-            self.conditions.set(ConditionType::Deleting, true, Reason::Deleting, message);
-            self.outcome.requeue = Some(Duration::from_secs(60));
+            self.outcome.requeue = deletion::wait_for_owner(&mut self.conditions);
             return;
         };
         let owner = self.owner(metal_cluster);
-        let provider =
-            self.input.firewall.spec.provider_id.as_deref().and_then(|id| ProviderId::parse(id).ok());
-        match owner
-            .free_all(backend, provider.as_ref().map(|p| p.machine_id()), &mut self.outcome.events)
-            .await
-        {
-            Ok(_) => {
-                self.conditions.set(ConditionType::Deleting, true, Reason::DeletionCompleted, "");
-                self.outcome.finalizer = FinalizerAction::Remove;
-            }
-            Err(error) => {
-                let message = format!("freeing the firewall failed: {error}");
-                self.outcome.events.push(Event::warning(EventReason::FreeFailed, message));
-                self.outcome.requeue = Some(self.conditions.deletion_failed(&error, self.input.jitter));
-            }
-        }
+        let provider_id = self.input.firewall.spec.provider_id.as_deref();
+        let (finalizer, requeue) = deletion::free(
+            &owner,
+            backend,
+            provider_id,
+            &mut self.conditions,
+            &mut self.outcome.events,
+            self.input.jitter,
+        )
+        .await;
+        self.outcome.finalizer = finalizer;
+        self.outcome.requeue = requeue;
     }
 }

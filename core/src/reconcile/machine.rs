@@ -31,6 +31,7 @@ use crate::error::BackendError;
 use crate::metal::{Liveliness, Machine, MachineAllocateRequest, MachineRole, NetworkRequest, NetworkType};
 use crate::reconcile::allocation::Owner;
 use crate::reconcile::cache::MachineCache;
+use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::{BootstrapData, CapiMachineFacts, ClusterFacts, MetalClusterFacts};
 use crate::reconcile::lifecycle::MACHINE;
@@ -469,56 +470,31 @@ impl Run<'_, '_> {
 
     async fn delete(&mut self, backend: &dyn MetalBackend, cache: &MachineCache) {
         self.phase = phase::DELETING;
-        self.conditions.set(ConditionType::Ready, false, Reason::Deleting, "the object is being deleted");
-        if !self.control.has_finalizer {
-            self.conditions.set(ConditionType::Deleting, true, Reason::DeletionCompleted, "");
-            return;
-        }
-        if self.control.delete_for_move {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::DeletionCompleted,
-                "deleted for clusterctl move",
-            );
-            let message = "deleted for clusterctl move; the metal-stack machine stays allocated";
-            self.outcome.events.push(Event::normal(EventReason::DeletedForMove, message));
-            self.outcome.finalizer = FinalizerAction::Remove;
-            return;
-        }
-        if self.control.paused {
-            self.conditions.set(
-                ConditionType::Deleting,
-                true,
-                Reason::Paused,
-                "paused: nothing is freed until the pause ends",
-            );
+        let events = &mut self.outcome.events;
+        if let Some(finalizer) =
+            deletion::gate(&self.control, &mut self.conditions, events, "the metal-stack machine")
+        {
+            self.outcome.finalizer = finalizer;
             return;
         }
         let Some(metal_cluster) = self.input.metal_cluster else {
-            let message = "waiting for the MetalStackCluster to check ownership before freeing";
-            self.conditions.set(ConditionType::Deleting, true, Reason::Deleting, message);
-            self.outcome.requeue = Some(Duration::from_secs(60));
+            self.outcome.requeue = deletion::wait_for_owner(&mut self.conditions);
             return;
         };
         let owner = self.owner(metal_cluster);
-        let provider_machine =
-            self.input.metal_machine.spec.provider_id.as_deref().and_then(|id| ProviderId::parse(id).ok());
-        let freed = owner
-            .free_all(backend, provider_machine.as_ref().map(|p| p.machine_id()), &mut self.outcome.events)
-            .await;
-        match freed {
-            Ok(_) => {
-                cache.invalidate(&owner.cluster);
-                self.conditions.set(ConditionType::Deleting, true, Reason::DeletionCompleted, "");
-                self.outcome.finalizer = FinalizerAction::Remove;
-            }
-            Err(error) => {
-                let message = format!("freeing the machine failed: {error}");
-                self.outcome.events.push(Event::warning(EventReason::FreeFailed, message));
-                self.outcome.requeue = Some(self.conditions.deletion_failed(&error, self.input.jitter));
-            }
-        }
+        let provider_id = self.input.metal_machine.spec.provider_id.as_deref();
+        let (finalizer, requeue) = deletion::free(
+            &owner,
+            backend,
+            provider_id,
+            &mut self.conditions,
+            &mut self.outcome.events,
+            self.input.jitter,
+        )
+        .await;
+        cache.invalidate(&owner.cluster);
+        self.outcome.finalizer = finalizer;
+        self.outcome.requeue = requeue;
     }
 }
 

@@ -23,6 +23,7 @@ pub mod firewall;
 pub mod machine;
 
 mod allocation;
+mod deletion;
 mod lifecycle;
 mod status;
 
