@@ -41,6 +41,8 @@ mod machines;
 mod networks;
 mod sim;
 
+pub mod http;
+
 pub use backend::{AdvanceClock, LatencyModel, SimBackend};
 pub use builder::{
     ExternalNetworkSpec, MINI_LAB_FIREWALL_IMAGE, MINI_LAB_IMAGES, MINI_LAB_PARTITION, MINI_LAB_PROJECT,
