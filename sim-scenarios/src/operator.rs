@@ -340,10 +340,7 @@ impl Operator {
         now: Timestamp,
         notes: &mut Vec<String>,
     ) {
-        self.stats.events += outcome.events.len() as u64;
-        for event in &outcome.events {
-            notes.push(format!("event {}/{} {}: {}", key.0, key.1, event.reason, event.message));
-        }
+        self.record_events(key, &outcome.events, notes);
         let Some(mut object) = store.get::<MetalStackMachine>(&key.0, &key.1).cloned() else { return };
         let spec_changed = outcome.provider_id.is_some() && object.spec.provider_id.is_none();
         let metadata_changed =
@@ -351,12 +348,18 @@ impl Operator {
         if spec_changed {
             object.spec.provider_id = outcome.provider_id.clone();
         }
-        if spec_changed || metadata_changed {
-            object.metadata.resource_version = read_version;
-            if let Err(error) = store.update(object, spec_changed) {
-                self.conflict(key, Target::Machine(key.clone()), &error, now, notes);
-                return;
-            }
+        if (spec_changed || metadata_changed)
+            && !self.write_object(
+                store,
+                object,
+                read_version,
+                spec_changed,
+                Target::Machine(key.clone()),
+                now,
+                notes,
+            )
+        {
+            return;
         }
         if outcome.finalizer == FinalizerAction::Remove {
             return;
@@ -379,10 +382,7 @@ impl Operator {
         now: Timestamp,
         notes: &mut Vec<String>,
     ) {
-        self.stats.events += outcome.events.len() as u64;
-        for event in &outcome.events {
-            notes.push(format!("event {}/{} {}: {}", key.0, key.1, event.reason, event.message));
-        }
+        self.record_events(key, &outcome.events, notes);
         let Some(mut object) = store.get::<MetalStackCluster>(&key.0, &key.1).cloned() else { return };
         let mut spec_changed = false;
         if let Some(id) = &outcome.node_network_id {
@@ -398,12 +398,18 @@ impl Operator {
         let metadata_changed =
             apply_metadata(&mut object.metadata, CLUSTER_FINALIZER, outcome.finalizer, &BTreeMap::new());
         let owner = object.clone();
-        if spec_changed || metadata_changed {
-            object.metadata.resource_version = read_version;
-            if let Err(error) = store.update(object, spec_changed) {
-                self.conflict(key, Target::Cluster(key.clone()), &error, now, notes);
-                return;
-            }
+        if (spec_changed || metadata_changed)
+            && !self.write_object(
+                store,
+                object,
+                read_version,
+                spec_changed,
+                Target::Cluster(key.clone()),
+                now,
+                notes,
+            )
+        {
+            return;
         }
         apply_firewall_child(store, &owner, &outcome.firewall, now);
         if outcome.finalizer == FinalizerAction::Remove || !outcome.write_status {
@@ -427,10 +433,7 @@ impl Operator {
         now: Timestamp,
         notes: &mut Vec<String>,
     ) {
-        self.stats.events += outcome.events.len() as u64;
-        for event in &outcome.events {
-            notes.push(format!("event {}/{} {}: {}", key.0, key.1, event.reason, event.message));
-        }
+        self.record_events(key, &outcome.events, notes);
         let Some(mut object) = store.get::<MetalStackFirewall>(&key.0, &key.1).cloned() else { return };
         let spec_changed = outcome.provider_id.is_some() && object.spec.provider_id.is_none();
         if spec_changed {
@@ -438,12 +441,18 @@ impl Operator {
         }
         let metadata_changed =
             apply_metadata(&mut object.metadata, FIREWALL_FINALIZER, outcome.finalizer, &BTreeMap::new());
-        if spec_changed || metadata_changed {
-            object.metadata.resource_version = read_version;
-            if let Err(error) = store.update(object, spec_changed) {
-                self.conflict(key, Target::Firewall(key.clone()), &error, now, notes);
-                return;
-            }
+        if (spec_changed || metadata_changed)
+            && !self.write_object(
+                store,
+                object,
+                read_version,
+                spec_changed,
+                Target::Firewall(key.clone()),
+                now,
+                notes,
+            )
+        {
+            return;
         }
         if outcome.finalizer == FinalizerAction::Remove {
             return;
@@ -453,6 +462,37 @@ impl Operator {
                 f.status = Some(outcome.status.clone())
             })
         });
+    }
+
+    fn record_events(&mut self, key: &Key, events: &[capms_core::reconcile::Event], notes: &mut Vec<String>) {
+        self.stats.events += events.len() as u64;
+        for event in events {
+            notes.push(format!("event {}/{} {}: {}", key.0, key.1, event.reason, event.message));
+        }
+    }
+
+    /// Writes metadata and spec changes, conditional on the resourceVersion the reconcile
+    /// read. Returns whether the write went through; a refused write requeues.
+    #[allow(clippy::too_many_arguments)]
+    fn write_object<T: crate::store::Stored>(
+        &mut self,
+        store: &mut Store,
+        mut object: T,
+        read_version: Option<String>,
+        spec_changed: bool,
+        target: Target,
+        now: Timestamp,
+        notes: &mut Vec<String>,
+    ) -> bool {
+        let key = key_of(object.meta());
+        object.meta_mut().resource_version = read_version;
+        match store.update(object, spec_changed) {
+            Ok(_) => true,
+            Err(error) => {
+                self.conflict(&key, target, &error, now, notes);
+                false
+            }
+        }
     }
 
     fn conflict(
