@@ -1,0 +1,1 @@
+//! An in-process fake Kubernetes apiserver for the operator tests.
