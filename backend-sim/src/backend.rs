@@ -35,6 +35,17 @@ impl LatencyModel for AdvanceClock {
     }
 }
 
+/// Answers at once and leaves the clock alone: for a datacenter whose clock is driven from
+/// outside (the HTTP server following the wall clock), where a call's latency is real.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Immediate;
+
+impl LatencyModel for Immediate {
+    fn wait(&self, _sim: &Sim, _latency: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// A [`MetalBackend`] answered by a simulated datacenter, with metal-api's rules, errors and
 /// asynchrony, and the datacenter's faults.
 #[derive(Clone, Debug)]

@@ -43,7 +43,7 @@ mod sim;
 
 pub mod http;
 
-pub use backend::{AdvanceClock, LatencyModel, SimBackend};
+pub use backend::{AdvanceClock, Immediate, LatencyModel, SimBackend};
 pub use builder::{
     ExternalNetworkSpec, MINI_LAB_FIREWALL_IMAGE, MINI_LAB_IMAGES, MINI_LAB_PARTITION, MINI_LAB_PROJECT,
     MINI_LAB_SIZE, MINI_LAB_TENANT, PartitionSpec, ProvisioningTimes, SimBuilder, SuperNetworkSpec,

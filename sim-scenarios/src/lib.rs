@@ -17,6 +17,7 @@ pub mod demo;
 pub mod explore;
 pub mod operator;
 pub mod scenario;
+pub mod serve;
 pub mod store;
 pub mod world;
 

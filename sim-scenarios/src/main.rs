@@ -1,10 +1,14 @@
 //! `capms-sim`: the capms world simulator on the command line.
 
+use capms_backend_sim::http::ServerClock;
 use capms_sim_scenarios::demo;
 use capms_sim_scenarios::scenario::{Scenario, run_scenario};
-use clap::{Parser, Subcommand};
+use capms_sim_scenarios::serve::ServeOptions;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +67,70 @@ enum Command {
         #[arg(long, hide = true)]
         canary: bool,
     },
+    /// Serve a simulated metal-api over HTTP, in real time: a drop-in for mini-lab's metal-api
+    /// (same partition, size, images, networks, project and HMAC keys) for capms-manager,
+    /// metal-python, metalctl or curl. Stops on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free port; the start-up line names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Seed of the datacenter (machine ids, IP addresses, provisioning jitter).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Path prefix in front of /v1 (mini-lab serves /metal/v1/...); "" for none.
+    #[arg(long, default_value = "/metal")]
+    base_path: String,
+    /// HMAC key of the Metal-View type (read-only).
+    #[arg(long, env = "CAPMS_SIM_HMAC_VIEW_KEY", default_value = "metal-view", hide_env_values = true)]
+    hmac_view_key: String,
+    /// HMAC key of the Metal-Edit type (allocate and free).
+    #[arg(long, env = "CAPMS_SIM_HMAC_EDIT_KEY", default_value = "metal-edit", hide_env_values = true)]
+    hmac_edit_key: String,
+    /// HMAC key of the Metal-Admin type.
+    #[arg(long, env = "CAPMS_SIM_HMAC_ADMIN_KEY", default_value = "metal-admin", hide_env_values = true)]
+    hmac_admin_key: String,
+    /// A bearer token accepted with admin rights ("Authorization: Bearer <token>"); without
+    /// it, bearer tokens are rejected.
+    #[arg(long, env = "CAPMS_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Time from allocation to Phoned Home, e.g. 2s, 90s, 5m.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    provisioning: Duration,
+    /// Run the datacenter's clock this many times faster than the wall clock.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    speedup: u32,
+    /// Machines of size v1-small-x86 in partition mini-lab.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    machines: u32,
+}
+
+impl ServeArgs {
+    fn options(self) -> ServeOptions {
+        let mut options = ServeOptions {
+            seed: self.seed,
+            machines: self.machines as usize,
+            provisioning: self.provisioning,
+            ..ServeOptions::default()
+        };
+        options.server.base_path = self.base_path;
+        options.server.view_key = self.hmac_view_key;
+        options.server.edit_key = self.hmac_edit_key;
+        options.server.admin_key = self.hmac_admin_key;
+        options.server.token = self.token;
+        options.server.clock = ServerClock::WallClock { speedup: self.speedup };
+        options
+    }
+}
+
+/// Parses "2s", "5m", "1h 30m" or ISO 8601 ("PT2S") into a non-negative duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: jiff::SignedDuration =
+        text.parse().map_err(|error| format!("{text:?} is not a duration like 2s, 90s or 5m: {error}"))?;
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 fn main() -> ExitCode {
@@ -73,6 +141,59 @@ fn main() -> ExitCode {
         Command::Explore { runs, seed, threads, save, canary } => {
             run_explore(seed, runs, threads, save, canary)
         }
+        Command::Serve(args) => run_serve(args.listen, args.options()),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the start-up line of a command-line server")]
+fn run_serve(listen: SocketAddr, options: ServeOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("serve: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("serve: cannot listen on {listen}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = listener.local_addr().unwrap_or(listen);
+        println!("{}", options.describe(address));
+        let sim = options.build_sim();
+        match capms_sim_scenarios::serve::serve(listener, sim, &options, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("serve: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM (the signal a container runtime sends).
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
     }
 }
 

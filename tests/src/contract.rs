@@ -88,6 +88,8 @@ pub fn datacenter() -> SimBuilder {
 pub struct Harness {
     pub sim: Sim,
     pub backend: Arc<dyn MetalBackend>,
+    /// Runs after the story (e.g. checks every exchange against metal-api's spec).
+    verify: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl fmt::Debug for Harness {
@@ -98,14 +100,25 @@ impl fmt::Debug for Harness {
 
 impl Harness {
     pub fn new(sim: Sim, backend: Arc<dyn MetalBackend>) -> Self {
-        Harness { sim, backend }
+        Harness { sim, backend, verify: None }
+    }
+
+    /// Adds a check that runs after the story and panics on failure.
+    pub fn with_verify(mut self, verify: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.verify = Some(verify);
+        self
+    }
+
+    /// The check to run after the story, if any.
+    pub fn verifier(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        self.verify.clone()
     }
 
     /// [`datacenter`] answered directly by `SimBackend`.
     pub fn simulated() -> Self {
         let sim = datacenter().build();
         let backend = Arc::new(sim.backend());
-        Harness { sim, backend }
+        Harness::new(sim, backend)
     }
 
     /// Moves the datacenter's virtual clock forward.
@@ -198,7 +211,11 @@ macro_rules! __contract_emit {
             #[tokio::test]
             async fn $name() {
                 let harness: $crate::contract::Harness = $make;
+                let verify = harness.verifier();
                 $crate::contract::$name(harness).await;
+                if let Some(verify) = verify {
+                    verify();
+                }
             }
         )*
     };

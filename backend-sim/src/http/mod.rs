@@ -23,15 +23,17 @@
 //! 6. the [`SimBackend`] call. An error without a status (a lost answer injected by the
 //!    fault plan) is answered 504, as a proxy in front of metal-api would.
 //!
-//! Time: HMAC dates are checked against the wall clock, but the datacenter still runs on its
-//! virtual clock, which only moves with the calls (the [`SimBackend`]'s latency model). The
-//! virtual clock does not yet follow the wall clock, so a machine's provisioning advances
-//! with the number of requests, not with real time.
+//! Time: HMAC dates are always checked against the wall clock. The datacenter's clock is chosen
+//! by [`ServerConfig::clock`]: virtual (moves only with the calls, for tests) or following the
+//! wall clock, optionally faster ([`ServerClock`]), so that a real operator can use it.
 
 mod auth;
+mod clock;
 mod routes;
 
-use crate::backend::SimBackend;
+pub use clock::ServerClock;
+
+use crate::backend::{Immediate, SimBackend};
 use crate::sim::Sim;
 use axum::Router;
 use std::fmt;
@@ -52,6 +54,8 @@ pub struct ServerConfig {
     pub admin_key: String,
     /// A bearer token accepted as a provider-tenant admin. `None`: bearer tokens are rejected.
     pub token: Option<String>,
+    /// Which clock drives the datacenter while it is served.
+    pub clock: ServerClock,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             edit_key: "metal-edit".to_string(),
             admin_key: "metal-admin".to_string(),
             token: None,
+            clock: ServerClock::Virtual,
         }
     }
 }
@@ -83,6 +88,7 @@ impl fmt::Debug for ServerConfig {
             .field("edit_key", &"<redacted>")
             .field("admin_key", &"<redacted>")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -93,13 +99,22 @@ struct State {
     backend: SimBackend,
     config: ServerConfig,
     base_path: String,
+    /// Set when the datacenter follows the wall clock.
+    anchor: Option<clock::WallAnchor>,
 }
 
 /// The simulated metal-api as an axum [`Router`] (one fallback handler that routes itself, so
 /// that every answer, including 404, 405 and 415, is metal-api's).
 pub fn router(sim: Sim, config: ServerConfig) -> Router {
     let base_path = config.normalized_base_path();
-    let state = Arc::new(State { backend: sim.backend(), config, base_path });
+    let anchor = clock::WallAnchor::new(config.clock, &sim);
+    // A wall-clock datacenter must not also move its clock by each call's latency: under load
+    // that would run it ahead of the wall.
+    let backend = match anchor {
+        Some(_) => sim.backend().with_latency_model(Arc::new(Immediate)),
+        None => sim.backend(),
+    };
+    let state = Arc::new(State { backend, config, base_path, anchor });
     Router::new().fallback(routes::handle).with_state(state)
 }
 

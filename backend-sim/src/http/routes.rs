@@ -244,6 +244,9 @@ pub(super) async fn handle(
         Ok(body) => body,
         Err(error) => return error_response(StatusCode::BAD_REQUEST, format!("cannot read body: {error}")),
     };
+    if let Some(anchor) = &state.anchor {
+        anchor.catch_up(state.backend.sim());
+    }
     match call(&state.backend, operation, &params, &body).await {
         Ok(response) => response,
         Err(BadRequest(message)) => error_response(StatusCode::BAD_REQUEST, message),

@@ -77,6 +77,10 @@ impl SizeResponse {
     }
 }
 
+/// The expiration date answered for images of the domain model, which do not expire:
+/// 9999-01-01T00:00:00Z (the spec requires the field).
+pub const IMAGE_NEVER_EXPIRES: Timestamp = Timestamp::constant(253_370_764_800, 0);
+
 /// `v1.ImageResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ImageResponse {
@@ -99,9 +103,10 @@ pub struct ImageResponse {
 }
 
 impl ImageResponse {
-    /// An image known only by id, as embedded in a machine allocation.
+    /// An image known only by id, as embedded in a machine allocation. The spec requires an
+    /// expiration date; images served from a domain model never expire.
     pub fn with_id(id: String) -> Self {
-        ImageResponse { id, ..ImageResponse::default() }
+        ImageResponse { id, expiration_date: Some(IMAGE_NEVER_EXPIRES), ..ImageResponse::default() }
     }
 }
 
@@ -238,7 +243,7 @@ impl From<&metal::Image> for ImageResponse {
             url: Some(image.url.clone()),
             features: Some(image.features.iter().map(|feature| feature.as_str().to_string()).collect()),
             classification: Some(image.classification.clone()),
-            expiration_date: None,
+            expiration_date: Some(IMAGE_NEVER_EXPIRES),
         }
     }
 }

@@ -89,9 +89,10 @@ fn parse_ip_type(entity: &'static str, value: &str) -> Result<metal::IpType, Wir
 
 impl From<&metal::IpAllocateRequest> for IpAllocateRequest {
     fn from(request: &metal::IpAllocateRequest) -> Self {
+        // Required by the spec: always sent, even empty (metal-api then answers 400 itself).
         IpAllocateRequest {
-            networkid: non_empty(&request.network_id),
-            projectid: non_empty(&request.project_id),
+            networkid: Some(request.network_id.clone()),
+            projectid: Some(request.project_id.clone()),
             ip_type: Some(request.ip_type.as_str().to_string()),
             name: non_empty(&request.name),
             description: non_empty(&request.description),
