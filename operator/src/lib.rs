@@ -1,4 +1,23 @@
 //! capms-operator: `capms-manager`, the kube-rs operator that runs the core reconcilers
 //! against a management cluster and metal-api.
 //!
-//! Not built yet: this crate is a skeleton that the operator issue fills. See ARCHITECTURE.md.
+//! - [`cli`]: flags and environment (Go-provider compatible);
+//! - [`manager`]: start-up checks, endpoints, leader election; [`manager::run`] is what the
+//!   binary and the end-to-end tests run;
+//! - [`controller`]: the three controllers and their watches;
+//! - [`gather`] and [`apply`]: a reconcile's inputs from, and its outcome to, the cluster;
+//! - [`backend`]: default and per-cluster metal-api backends, metrics and allocation limits
+//!   around every call;
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logging;
+//! - [`manifests`]: CRDs and clusterctl artifacts.
+
+pub mod apply;
+pub mod backend;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod gather;
+pub mod manager;
+pub mod manifests;
+pub mod metrics;
+pub mod telemetry;

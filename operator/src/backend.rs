@@ -1,0 +1,322 @@
+//! Which `MetalBackend` a reconcile talks to, and what wraps every call: metrics and the
+//! per-partition limit on allocations in flight.
+//!
+//! A MetalStackCluster may name its own credentials (`spec.credentialsRef`, a Secret in its
+//! namespace with keys `url`, and `hmac` (+ optional `hmacAuthType`) or `token`; the Go
+//! provider's names `METAL_API_URL`, `METAL_API_HMAC`, `METAL_API_HMAC_AUTH_TYPE`,
+//! `METAL_API_TOKEN` work too). Otherwise the manager's default backend is used. Clients built
+//! from Secrets are cached per Secret and rebuilt when its resourceVersion changes.
+
+use crate::error::OperatorError;
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use capms_backend_metal::{HmacAuthType, MetalClient, MetalConfig};
+use capms_core::api::MetalStackCluster;
+use capms_core::backend::BackendResult;
+use capms_core::metal::{
+    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine, MachineAllocateRequest,
+    MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project, Size,
+};
+use capms_core::secret::SecretString;
+use capms_core::{BackendError, MetalBackend, Operation};
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Bounds the machine and firewall allocations in flight per partition, so that a large
+/// scale-up does not hit metal-api with hundreds of parallel allocations (metal-api answers
+/// those with conflicts and timeouts).
+#[derive(Debug, Default)]
+pub struct PartitionLimiter {
+    in_flight_max: usize,
+    partitions: Mutex<BTreeMap<String, Arc<Semaphore>>>,
+}
+
+impl PartitionLimiter {
+    /// `in_flight_max` 0 means no limit.
+    pub fn new(in_flight_max: usize) -> Self {
+        PartitionLimiter { in_flight_max, partitions: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn semaphore(&self, partition: &str) -> Option<Arc<Semaphore>> {
+        if self.in_flight_max == 0 {
+            return None;
+        }
+        let mut partitions = self.partitions.lock().ok()?;
+        let semaphore = partitions
+            .entry(partition.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.in_flight_max)));
+        Some(semaphore.clone())
+    }
+}
+
+/// A backend with metrics and the allocation limit around every call.
+pub struct Instrumented {
+    inner: Arc<dyn MetalBackend>,
+    metrics: Arc<Metrics>,
+    limiter: Arc<PartitionLimiter>,
+}
+
+impl fmt::Debug for Instrumented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented").finish_non_exhaustive()
+    }
+}
+
+/// The status class of a call's result, as the metrics label it.
+pub fn status_class<T>(result: &BackendResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "2xx",
+        Err(error) => match error.status() {
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "transport",
+        },
+    }
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn MetalBackend>, metrics: Arc<Metrics>, limiter: Arc<PartitionLimiter>) -> Self {
+        Instrumented { inner, metrics, limiter }
+    }
+
+    fn observe<T>(&self, operation: Operation, started: Instant, result: &BackendResult<T>) {
+        self.metrics.metal_api_call(operation.operation_id(), status_class(result), started.elapsed());
+    }
+
+    async fn allocation<T>(
+        &self,
+        kind: &str,
+        partition: &str,
+        call: impl Future<Output = BackendResult<T>>,
+    ) -> BackendResult<T> {
+        let permit = match self.limiter.semaphore(partition) {
+            Some(semaphore) => semaphore.acquire_owned().await.ok(),
+            None => None,
+        };
+        let result = call.await;
+        drop(permit);
+        self.metrics.allocation(kind, if result.is_ok() { "allocated" } else { "failed" });
+        result
+    }
+}
+
+macro_rules! instrumented {
+    ($( fn $name:ident(&self $(, $arg:ident: $type:ty)*) -> $out:ty = $operation:ident; )*) => {
+        #[async_trait]
+        impl MetalBackend for Instrumented {
+            async fn allocate_machine(&self, request: &MachineAllocateRequest) -> BackendResult<Machine> {
+                let call = async {
+                    let started = Instant::now();
+                    let result = self.inner.allocate_machine(request).await;
+                    self.observe(Operation::AllocateMachine, started, &result);
+                    result
+                };
+                self.allocation("machine", &request.partition_id, call).await
+            }
+
+            async fn allocate_firewall(&self, request: &FirewallAllocateRequest) -> BackendResult<Machine> {
+                let call = async {
+                    let started = Instant::now();
+                    let result = self.inner.allocate_firewall(request).await;
+                    self.observe(Operation::AllocateFirewall, started, &result);
+                    result
+                };
+                self.allocation("firewall", &request.machine.partition_id, call).await
+            }
+
+            $(
+                async fn $name(&self $(, $arg: $type)*) -> BackendResult<$out> {
+                    let started = Instant::now();
+                    let result = self.inner.$name($($arg),*).await;
+                    self.observe(Operation::$operation, started, &result);
+                    result
+                }
+            )*
+        }
+    };
+}
+
+instrumented! {
+    fn get_machine(&self, machine_id: &str) -> Machine = FindMachine;
+    fn find_machines(&self, query: &MachineQuery) -> Vec<Machine> = FindMachines;
+    fn free_machine(&self, machine_id: &str) -> Machine = FreeMachine;
+    fn get_firewall(&self, machine_id: &str) -> Machine = FindFirewall;
+    fn find_firewalls(&self, query: &MachineQuery) -> Vec<Machine> = FindFirewalls;
+    fn allocate_network(&self, request: &NetworkAllocateRequest) -> Network = AllocateNetwork;
+    fn get_network(&self, network_id: &str) -> Network = FindNetwork;
+    fn find_networks(&self, query: &NetworkQuery) -> Vec<Network> = FindNetworks;
+    fn free_network(&self, network_id: &str) -> Network = FreeNetwork;
+    fn allocate_ip(&self, request: &IpAllocateRequest) -> Ip = AllocateIp;
+    fn allocate_specific_ip(&self, address: &str, request: &IpAllocateRequest) -> Ip = AllocateSpecificIp;
+    fn get_ip(&self, address: &str) -> Ip = FindIp;
+    fn find_ips(&self, query: &IpQuery) -> Vec<Ip> = FindIps;
+    fn free_ip(&self, address: &str) -> Ip = FreeIp;
+    fn get_partition(&self, partition_id: &str) -> Partition = FindPartition;
+    fn list_partitions(&self) -> Vec<Partition> = ListPartitions;
+    fn get_size(&self, size_id: &str) -> Size = FindSize;
+    fn list_sizes(&self) -> Vec<Size> = ListSizes;
+    fn get_image(&self, image_id: &str) -> Image = FindImage;
+    fn list_images(&self) -> Vec<Image> = ListImages;
+    fn get_project(&self, project_id: &str) -> Project = FindProject;
+}
+
+/// The metal-api credentials of a Secret, read leniently from either naming convention.
+fn secret_value(secret: &Secret, keys: &[&str]) -> Option<String> {
+    let data = secret.data.as_ref();
+    let string_data = secret.string_data.as_ref();
+    keys.iter().find_map(|key| {
+        data.and_then(|data| data.get(*key))
+            .map(|value| String::from_utf8_lossy(&value.0).trim().to_string())
+            .or_else(|| string_data.and_then(|data| data.get(*key)).map(|value| value.trim().to_string()))
+            .filter(|value| !value.is_empty())
+    })
+}
+
+/// Builds a metal-api client configuration from a credentials Secret.
+pub fn config_from_secret(secret: &Secret) -> Result<MetalConfig, String> {
+    let url = secret_value(secret, &["url", "METAL_API_URL"]).ok_or("has no key url (or METAL_API_URL)")?;
+    let config = MetalConfig::new(url);
+    if let Some(token) = secret_value(secret, &["token", "METAL_API_TOKEN"]) {
+        return Ok(config.with_bearer(SecretString::new(token)));
+    }
+    let hmac = secret_value(secret, &["hmac", "METAL_API_HMAC"]).ok_or("has neither key hmac nor token")?;
+    let auth_type = secret_value(secret, &["hmacAuthType", "METAL_API_HMAC_AUTH_TYPE"]);
+    let auth_type = match auth_type {
+        None => HmacAuthType::Edit,
+        Some(value) => HmacAuthType::parse(&value)
+            .ok_or_else(|| format!("hmacAuthType {value:?} is not Metal-View, Metal-Edit or Metal-Admin"))?,
+    };
+    Ok(config.with_hmac(SecretString::new(hmac), auth_type))
+}
+
+/// The backends of the manager: the default one and those of clusters with own credentials.
+pub struct Backends {
+    default: Option<Arc<dyn MetalBackend>>,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    limiter: Arc<PartitionLimiter>,
+    per_secret: Mutex<BTreeMap<(String, String), (String, Arc<dyn MetalBackend>)>>,
+}
+
+impl fmt::Debug for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backends").field("default", &self.default.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// `default` is wrapped with metrics and the allocation limit here.
+    pub fn new(
+        default: Option<Arc<dyn MetalBackend>>,
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        limiter: Arc<PartitionLimiter>,
+    ) -> Self {
+        let default = default.map(|inner| {
+            Arc::new(Instrumented::new(inner, metrics.clone(), limiter.clone())) as Arc<dyn MetalBackend>
+        });
+        Backends { default, client, metrics, limiter, per_secret: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The backend for objects of `metal_cluster`.
+    pub async fn for_cluster(
+        &self,
+        metal_cluster: Option<&MetalStackCluster>,
+    ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
+        let reference =
+            metal_cluster.and_then(|cluster| Some((cluster, cluster.spec.credentials_ref.as_ref()?)));
+        let Some((cluster, reference)) = reference else {
+            return self.default.clone().ok_or(OperatorError::NoCredentials);
+        };
+        let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &namespace);
+        let secret = secrets.get(&reference.name).await.map_err(|error| OperatorError::Credentials {
+            secret: format!("{namespace}/{}", reference.name),
+            reason: error.to_string(),
+        })?;
+        self.from_secret(&namespace, &reference.name, &secret)
+    }
+
+    fn from_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        secret: &Secret,
+    ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let key = (namespace.to_string(), name.to_string());
+        let failed =
+            |reason: String| OperatorError::Credentials { secret: format!("{namespace}/{name}"), reason };
+        let mut cache =
+            self.per_secret.lock().map_err(|_| failed("the client cache is poisoned".to_string()))?;
+        if let Some((cached_version, backend)) = cache.get(&key)
+            && *cached_version == version
+        {
+            return Ok(backend.clone());
+        }
+        let config = config_from_secret(secret).map_err(failed)?;
+        let client = MetalClient::new(config).map_err(|error| failed(error.to_string()))?;
+        let backend: Arc<dyn MetalBackend> =
+            Arc::new(Instrumented::new(Arc::new(client), self.metrics.clone(), self.limiter.clone()));
+        cache.insert(key, (version, backend.clone()));
+        Ok(backend)
+    }
+}
+
+/// The class label of a backend error (metrics, conditions).
+pub fn error_class(error: &BackendError) -> &'static str {
+    error.kind().as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        let data = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+            .collect();
+        Secret { data: Some(data), ..Secret::default() }
+    }
+
+    #[test]
+    fn credentials_come_from_either_naming_convention() {
+        assert!(config_from_secret(&secret(&[("url", "http://metal/metal"), ("hmac", "k")])).is_ok());
+        let go_style = secret(&[
+            ("METAL_API_URL", "http://m"),
+            ("METAL_API_HMAC", "k"),
+            ("METAL_API_HMAC_AUTH_TYPE", "Metal-View"),
+        ]);
+        assert!(config_from_secret(&go_style).is_ok());
+        assert!(config_from_secret(&secret(&[("url", "http://m"), ("token", "t")])).is_ok());
+    }
+
+    #[test]
+    fn incomplete_credentials_say_what_is_missing() {
+        assert_eq!(
+            config_from_secret(&secret(&[("hmac", "k")])).err().as_deref(),
+            Some("has no key url (or METAL_API_URL)")
+        );
+        assert_eq!(
+            config_from_secret(&secret(&[("url", "http://m")])).err().as_deref(),
+            Some("has neither key hmac nor token")
+        );
+        let wrong_type = secret(&[("url", "http://m"), ("hmac", "k"), ("hmacAuthType", "root")]);
+        assert!(config_from_secret(&wrong_type).is_err_and(|error| error.contains("root")));
+    }
+
+    #[test]
+    fn error_messages_of_secrets_never_contain_the_key() {
+        let wrong_type =
+            secret(&[("url", "http://m"), ("hmac", "very-secret-key"), ("hmacAuthType", "root")]);
+        let error = config_from_secret(&wrong_type).err().unwrap_or_default();
+        assert!(!error.contains("very-secret-key"));
+    }
+}

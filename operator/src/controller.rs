@@ -1,0 +1,485 @@
+//! The three controllers: each reconcile gathers inputs ([`crate::gather`]), calls the core
+//! reconciler, applies the outcome ([`crate::apply`]) and requeues as core says.
+//!
+//! Watches (so that changes are seen promptly, not at the next requeue):
+//! - MetalStackCluster: itself; its MetalStackFirewall (owned); the Cluster whose
+//!   `infrastructureRef` names it.
+//! - MetalStackMachine: itself; the Machine whose `infrastructureRef` names it; the
+//!   MetalStackCluster and the Cluster of its cluster (by the `cluster.x-k8s.io/cluster-name`
+//!   label, from the controller's own cache).
+//! - MetalStackFirewall: itself; the MetalStackCluster that owns it; that cluster's Cluster.
+//!
+//! All watches are limited to `--namespace` if given and to `--watch-filter` if given.
+
+use crate::apply::{MetadataPatch, apply_status, publish_events};
+use crate::backend::Backends;
+use crate::error::OperatorError;
+use crate::gather::{self, Namespace};
+use crate::metrics::Metrics;
+use capms_core::Timestamp;
+use capms_core::api::capi::{self, Cluster, Machine};
+use capms_core::api::{
+    CLUSTER_FINALIZER, FIREWALL_FINALIZER, MACHINE_FINALIZER, MetalStackCluster, MetalStackFirewall,
+    MetalStackMachine,
+};
+use capms_core::reconcile::{
+    ClusterInput, ClusterOutcome, FinalizerAction, FirewallChild, FirewallInput, MachineCache, MachineInput,
+    RefreshPolicy, Requeue, reconcile_cluster, reconcile_firewall, reconcile_machine,
+};
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::PostParams;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When nothing else happens, look again after this long (drift from outside: a machine freed
+/// in metal-api without a Kubernetes event).
+const RESYNC: Duration = Duration::from_secs(10 * 60);
+
+/// What the controllers share.
+pub struct Context {
+    pub client: Client,
+    pub backends: Backends,
+    pub metrics: Arc<Metrics>,
+    pub cache: MachineCache,
+    pub recorder: Recorder,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("backends", &self.backends).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, backends: Backends, metrics: Arc<Metrics>) -> Self {
+        let reporter =
+            Reporter { controller: "capms-manager".to_string(), instance: std::env::var("POD_NAME").ok() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            backends,
+            metrics,
+            cache: MachineCache::new(RefreshPolicy::default()),
+        }
+    }
+}
+
+/// Where the controllers look.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// `--namespace`: one namespace, or all.
+    pub namespace: Option<String>,
+    /// `--watch-filter`: only objects with this `cluster.x-k8s.io/watch-filter` value.
+    pub watch_filter: Option<String>,
+    /// `--concurrency`: reconciles at once, per kind.
+    pub concurrency: u16,
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    fn watcher_config(&self) -> watcher::Config {
+        let config = watcher::Config::default();
+        match &self.watch_filter {
+            Some(value) => config.labels(&format!("{}={value}", capi::WATCH_FILTER_LABEL)),
+            None => config,
+        }
+    }
+
+    fn controller_config(&self) -> ControllerConfig {
+        ControllerConfig::default().concurrency(self.concurrency)
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn jitter() -> u64 {
+    rand::random()
+}
+
+fn action(requeue: Requeue) -> Action {
+    Action::requeue(requeue.unwrap_or(RESYNC))
+}
+
+fn namespaced_ref<K: Resource<DynamicType = ()>>(name: &str, namespace: Option<&str>) -> ObjectRef<K> {
+    let reference = ObjectRef::new(name);
+    match namespace {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
+    }
+}
+
+/// Times a reconcile and counts its failure class.
+async fn measured<F>(metrics: &Metrics, kind: &str, reconcile: F) -> Result<Action, OperatorError>
+where
+    F: Future<Output = Result<Action, OperatorError>>,
+{
+    let started = Instant::now();
+    let result = reconcile.await;
+    metrics.reconciled(kind, started.elapsed());
+    if let Err(error) = &result {
+        metrics.reconcile_failed(kind, error.class());
+    }
+    result
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &OperatorError,
+    _: Arc<Context>,
+) -> Action {
+    tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
+    Action::requeue(error.retry_after())
+}
+
+// ----------------------------------------------------------------------------------------------
+// MetalStackMachine
+// ----------------------------------------------------------------------------------------------
+
+async fn reconcile_metal_machine(
+    object: Arc<MetalStackMachine>,
+    context: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    measured(&context.metrics, "MetalStackMachine", machine_pass(&object, &context)).await
+}
+
+async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<Action, OperatorError> {
+    let namespace = Namespace::of(&context.client, &object.metadata);
+    let facts = gather::machine_facts(&namespace, object).await?;
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
+    let metal_cluster = facts.metal_cluster.as_ref().map(gather::metal_cluster_facts);
+    let input = MachineInput {
+        metal_machine: object,
+        capi_machine: facts.capi_machine.as_ref(),
+        cluster: facts.cluster.as_ref(),
+        metal_cluster: metal_cluster.as_ref(),
+        bootstrap: &facts.bootstrap,
+        now: now(),
+        jitter: jitter(),
+    };
+    let outcome = reconcile_machine(&input, backend.as_ref(), &context.cache).await;
+    publish_events(&context.recorder, object, &outcome.events).await;
+    let api = namespace.api::<MetalStackMachine>();
+    let mut patch = MetadataPatch::default();
+    patch.finalizer(&object.metadata, MACHINE_FINALIZER, outcome.finalizer);
+    patch.labels(&object.metadata, &outcome.labels);
+    patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
+    patch.apply(&api, &object.metadata).await?;
+    if outcome.finalizer != FinalizerAction::Remove {
+        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+    }
+    Ok(action(outcome.requeue))
+}
+
+/// The MetalStackMachines of the cluster `cluster_name` in `namespace`, from the controller's cache.
+fn machines_of_cluster(
+    store: &Store<MetalStackMachine>,
+    namespace: Option<&str>,
+    cluster_name: Option<&str>,
+) -> Vec<ObjectRef<MetalStackMachine>> {
+    let Some(cluster_name) = cluster_name else { return Vec::new() };
+    store
+        .state()
+        .iter()
+        .filter(|machine| machine.namespace().as_deref() == namespace)
+        .filter(|machine| capi::label(&machine.metadata, capi::CLUSTER_NAME_LABEL) == Some(cluster_name))
+        .map(|machine| ObjectRef::from_obj(machine.as_ref()))
+        .collect()
+}
+
+fn machine_controller(client: &Client, scope: &Scope) -> Controller<MetalStackMachine> {
+    let config = scope.watcher_config();
+    let controller = Controller::new(scope.api::<MetalStackMachine>(client), config.clone())
+        .with_config(scope.controller_config());
+    let by_metal_cluster = controller.store();
+    let by_cluster = controller.store();
+    controller
+        .watches(scope.api::<Machine>(client), config.clone(), |machine| {
+            let reference =
+                machine.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackMachine");
+            reference
+                .map(|r| namespaced_ref::<MetalStackMachine>(&r.name, machine.metadata.namespace.as_deref()))
+        })
+        .watches(scope.api::<MetalStackCluster>(client), config.clone(), move |metal_cluster| {
+            let cluster_name = capi::label(&metal_cluster.metadata, capi::CLUSTER_NAME_LABEL);
+            machines_of_cluster(&by_metal_cluster, metal_cluster.metadata.namespace.as_deref(), cluster_name)
+        })
+        .watches(scope.api::<Cluster>(client), config, move |cluster| {
+            machines_of_cluster(
+                &by_cluster,
+                cluster.metadata.namespace.as_deref(),
+                cluster.metadata.name.as_deref(),
+            )
+        })
+}
+
+// ----------------------------------------------------------------------------------------------
+// MetalStackCluster
+// ----------------------------------------------------------------------------------------------
+
+async fn reconcile_metal_cluster(
+    object: Arc<MetalStackCluster>,
+    context: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    measured(&context.metrics, "MetalStackCluster", cluster_pass(&object, &context)).await
+}
+
+async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<Action, OperatorError> {
+    let namespace = Namespace::of(&context.client, &object.metadata);
+    let inputs = gather::cluster_inputs(&namespace, object).await?;
+    let backend = context.backends.for_cluster(Some(object)).await?;
+    let input = ClusterInput {
+        metal_cluster: object,
+        cluster: inputs.cluster.as_ref(),
+        machines_remaining: inputs.machines_remaining,
+        firewall: inputs.firewall.as_ref(),
+        now: now(),
+        jitter: jitter(),
+    };
+    let outcome = reconcile_cluster(&input, backend.as_ref()).await;
+    publish_events(&context.recorder, object, &outcome.events).await;
+    let api = namespace.api::<MetalStackCluster>();
+    cluster_write_back(&api, object, &outcome).await?;
+    apply_firewall_child(&namespace, object, &outcome.firewall).await?;
+    if outcome.finalizer != FinalizerAction::Remove && outcome.write_status {
+        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+    }
+    Ok(action(outcome.requeue))
+}
+
+async fn cluster_write_back(
+    api: &Api<MetalStackCluster>,
+    object: &MetalStackCluster,
+    outcome: &ClusterOutcome,
+) -> Result<(), OperatorError> {
+    let spec = &object.spec;
+    let mut patch = MetadataPatch::default();
+    patch.finalizer(&object.metadata, CLUSTER_FINALIZER, outcome.finalizer);
+    patch.spec_field("nodeNetworkID", spec.node_network_id.as_ref(), outcome.node_network_id.as_ref());
+    patch.spec_field("controlPlaneIP", spec.control_plane_ip.as_ref(), outcome.control_plane_ip.as_ref());
+    patch.spec_field(
+        "controlPlaneEndpoint",
+        spec.control_plane_endpoint.as_ref(),
+        outcome.control_plane_endpoint.as_ref(),
+    );
+    patch.apply(api, &object.metadata).await
+}
+
+fn owner_reference(owner: &MetalStackCluster) -> OwnerReference {
+    OwnerReference {
+        api_version: MetalStackCluster::api_version(&()).to_string(),
+        kind: MetalStackCluster::kind(&()).to_string(),
+        name: owner.name_any(),
+        uid: owner.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+async fn apply_firewall_child(
+    namespace: &Namespace,
+    owner: &MetalStackCluster,
+    child: &FirewallChild,
+) -> Result<(), OperatorError> {
+    let api = namespace.api::<MetalStackFirewall>();
+    match child {
+        FirewallChild::Keep => Ok(()),
+        FirewallChild::Ensure { name, spec } => {
+            let firewall = MetalStackFirewall {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: owner.metadata.namespace.clone(),
+                    labels: owner.metadata.labels.clone(),
+                    owner_references: Some(vec![owner_reference(owner)]),
+                    ..ObjectMeta::default()
+                },
+                spec: spec.clone(),
+                status: None,
+            };
+            match api.create(&PostParams::default(), &firewall).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                Err(error) => Err(error.into()),
+            }
+        }
+        FirewallChild::Delete { name } => match api.delete(name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        },
+    }
+}
+
+fn cluster_controller(client: &Client, scope: &Scope) -> Controller<MetalStackCluster> {
+    let config = scope.watcher_config();
+    Controller::new(scope.api::<MetalStackCluster>(client), config.clone())
+        .with_config(scope.controller_config())
+        .owns(scope.api::<MetalStackFirewall>(client), config.clone())
+        .watches(scope.api::<Cluster>(client), config, |cluster| {
+            let reference =
+                cluster.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackCluster");
+            reference
+                .map(|r| namespaced_ref::<MetalStackCluster>(&r.name, cluster.metadata.namespace.as_deref()))
+        })
+}
+
+// ----------------------------------------------------------------------------------------------
+// MetalStackFirewall
+// ----------------------------------------------------------------------------------------------
+
+async fn reconcile_metal_firewall(
+    object: Arc<MetalStackFirewall>,
+    context: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    measured(&context.metrics, "MetalStackFirewall", firewall_pass(&object, &context)).await
+}
+
+async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result<Action, OperatorError> {
+    let namespace = Namespace::of(&context.client, &object.metadata);
+    let facts = gather::firewall_facts(&namespace, object).await?;
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
+    let metal_cluster = facts.metal_cluster.as_ref().map(gather::metal_cluster_facts);
+    let input = FirewallInput {
+        firewall: object,
+        cluster: facts.cluster.as_ref(),
+        metal_cluster: metal_cluster.as_ref(),
+        now: now(),
+        jitter: jitter(),
+    };
+    let outcome = reconcile_firewall(&input, backend.as_ref()).await;
+    publish_events(&context.recorder, object, &outcome.events).await;
+    let api = namespace.api::<MetalStackFirewall>();
+    let mut patch = MetadataPatch::default();
+    patch.finalizer(&object.metadata, FIREWALL_FINALIZER, outcome.finalizer);
+    patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
+    patch.apply(&api, &object.metadata).await?;
+    if outcome.finalizer != FinalizerAction::Remove {
+        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+    }
+    Ok(action(outcome.requeue))
+}
+
+fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackFirewall> {
+    let config = scope.watcher_config();
+    Controller::new(scope.api::<MetalStackFirewall>(client), config.clone())
+        .with_config(scope.controller_config())
+        .watches(scope.api::<MetalStackCluster>(client), config.clone(), |metal_cluster| {
+            let name = capms_core::reconcile::cluster::firewall_name(&metal_cluster);
+            Some(namespaced_ref::<MetalStackFirewall>(&name, metal_cluster.metadata.namespace.as_deref()))
+        })
+        .watches(scope.api::<Cluster>(client), config, |cluster| {
+            let reference =
+                cluster.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackCluster");
+            reference.map(|r| {
+                namespaced_ref::<MetalStackFirewall>(
+                    &format!("{}-firewall", r.name),
+                    cluster.metadata.namespace.as_deref(),
+                )
+            })
+        })
+}
+
+// ----------------------------------------------------------------------------------------------
+// Running them
+// ----------------------------------------------------------------------------------------------
+
+/// Drains a controller's result stream, logging what it did.
+async fn drain<K, S, E1, E2>(kind: &'static str, stream: S)
+where
+    K: Resource + Debug,
+    S: futures::Stream<Item = Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E1, E2>>>,
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+{
+    stream
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(kind, object = %object, "reconciled"),
+                Err(error) => tracing::debug!(kind, %error, "reconcile did not finish"),
+            }
+        })
+        .await;
+}
+
+/// Runs the three controllers until `shutdown` completes; reconciles in flight finish first.
+pub async fn run<F>(context: Arc<Context>, scope: Scope, shutdown: F)
+where
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    let client = context.client.clone();
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let machines = machine_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
+        reconcile_metal_machine,
+        error_policy,
+        context.clone(),
+    );
+    let clusters = cluster_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
+        reconcile_metal_cluster,
+        error_policy,
+        context.clone(),
+    );
+    let firewalls = firewall_controller(&client, &scope).graceful_shutdown_on(shutdown).run(
+        reconcile_metal_firewall,
+        error_policy,
+        context,
+    );
+    futures::join!(
+        drain("MetalStackMachine", machines),
+        drain("MetalStackCluster", clusters),
+        drain("MetalStackFirewall", firewalls),
+    );
+}
+
+/// Checks that the CRDs the controllers watch are installed; says how to install them if not.
+pub async fn check_crds(client: &Client) -> Result<(), String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let ours = [MetalStackCluster::crd_name(), MetalStackMachine::crd_name(), MetalStackFirewall::crd_name()];
+    let capi = ["clusters.cluster.x-k8s.io", "machines.cluster.x-k8s.io"];
+    let mut missing = Vec::new();
+    for name in ours.iter().map(String::as_str).chain(capi) {
+        match api.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(name.to_string()),
+            Err(error) => return Err(format!("cannot read CustomResourceDefinitions: {error}")),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "CRDs not installed: {}; install Cluster API and capms with `clusterctl init --infrastructure metalstack`, \
+         or capms's CRDs alone with `capms-manager crds | kubectl apply -f -`",
+        missing.join(", ")
+    ))
+}
+
+/// The CRD name of a kind (`<plural>.<group>`).
+trait CrdName {
+    fn crd_name() -> String;
+}
+
+impl<K: Resource<DynamicType = ()>> CrdName for K {
+    fn crd_name() -> String {
+        format!("{}.{}", K::plural(&()), K::group(&()))
+    }
+}

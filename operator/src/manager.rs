@@ -1,0 +1,280 @@
+//! The manager: start-up checks, the metrics and probe endpoints, leader election, and the
+//! controllers. [`run`] is what `capms-manager` runs and what the end-to-end tests run.
+
+use crate::backend::{Backends, PartitionLimiter};
+use crate::cli::{BackendKind, RunArgs, parse_bind_address};
+use crate::controller::{self, Context, Scope};
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use capms_backend_metal::{CaBundle, HmacAuthType, MetalClient, MetalConfig};
+use capms_core::MetalBackend;
+use capms_core::secret::SecretString;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The name of the leader-election Lease.
+pub const LEASE_NAME: &str = "capms-manager-leader";
+
+/// Everything [`run`] needs besides the Kubernetes client and the default backend.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scope: Scope,
+    pub metrics_address: Option<SocketAddr>,
+    pub health_address: Option<SocketAddr>,
+    pub leader_elect: bool,
+    pub leader_namespace: String,
+    pub allocations_per_partition_max: usize,
+}
+
+impl Settings {
+    pub fn from_args(args: &RunArgs) -> Result<Settings, String> {
+        Ok(Settings {
+            scope: Scope {
+                namespace: args.namespace.clone().filter(|namespace| !namespace.is_empty()),
+                watch_filter: args.watch_filter.clone().filter(|filter| !filter.is_empty()),
+                concurrency: args.concurrency,
+            },
+            metrics_address: parse_bind_address(&args.metrics_bind_address)?,
+            health_address: parse_bind_address(&args.health_probe_bind_address)?,
+            leader_elect: args.leader_elect,
+            leader_namespace: args
+                .leader_elect_namespace
+                .clone()
+                .unwrap_or_else(|| "capms-system".to_string()),
+            allocations_per_partition_max: args.allocations_per_partition_max,
+        })
+    }
+}
+
+/// The default metal-api backend from flags and environment. `Ok(None)` is not possible for
+/// `--backend metal`: without METAL_API_URL and a key or token the manager does not start.
+pub fn default_backend(args: &RunArgs) -> Result<Arc<dyn MetalBackend>, String> {
+    match args.backend {
+        BackendKind::Sim => Ok(Arc::new(sim_backend(args))),
+        BackendKind::Metal => metal_backend(args).map(|client| Arc::new(client) as Arc<dyn MetalBackend>),
+    }
+}
+
+fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
+    let url = args.metal_api_url.clone().filter(|url| !url.is_empty()).ok_or(
+        "METAL_API_URL is not set: set it (and METAL_API_HMAC or METAL_API_TOKEN) to metal-api's URL, \
+         or use --backend sim to try capms without metal-stack",
+    )?;
+    let mut config = MetalConfig::new(url);
+    config = match (&args.metal_api_token, &args.metal_api_hmac) {
+        (Some(token), _) if !token.is_empty() => config.with_bearer(SecretString::new(token.clone())),
+        (_, Some(key)) if !key.is_empty() => {
+            let auth_type = HmacAuthType::parse(&args.metal_api_hmac_auth_type).ok_or_else(|| {
+                format!(
+                    "METAL_API_HMAC_AUTH_TYPE {:?} is not Metal-View, Metal-Edit or Metal-Admin",
+                    args.metal_api_hmac_auth_type
+                )
+            })?;
+            config.with_hmac(SecretString::new(key.clone()), auth_type)
+        }
+        _ => {
+            return Err(
+                "neither METAL_API_HMAC nor METAL_API_TOKEN is set: metal-api needs one of them".to_string()
+            );
+        }
+    };
+    if let Some(path) = &args.metal_api_ca_file {
+        config = config.with_ca_bundle(CaBundle::Path(path.clone()));
+    }
+    if args.metal_api_insecure {
+        tracing::warn!(
+            "TLS verification of metal-api is OFF (--metal-api-insecure-skip-tls-verify): use only for tests"
+        );
+        config = config.with_insecure_skip_tls_verify(true);
+    }
+    MetalClient::new(config).map_err(|error| error.to_string())
+}
+
+fn sim_backend(args: &RunArgs) -> capms_backend_sim::SimBackend {
+    let options = capms_sim_options(args);
+    let sim = options.build();
+    // The in-process datacenter follows the wall clock like `capms-sim serve`: its latency
+    // model leaves the clock alone and a background task moves it.
+    spawn_wall_clock(sim.clone());
+    sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate))
+}
+
+fn capms_sim_options(args: &RunArgs) -> capms_backend_sim::SimBuilder {
+    let times = capms_backend_sim::ProvisioningTimes {
+        provisioning: args.sim_provisioning,
+        ..capms_backend_sim::ProvisioningTimes::default()
+    };
+    capms_backend_sim::SimBuilder::new()
+        .seed(args.sim_seed)
+        .start(capms_core::Timestamp::now())
+        .partition(capms_backend_sim::PartitionSpec::mini_lab(
+            capms_backend_sim::MINI_LAB_PARTITION,
+            args.sim_machines,
+        ))
+        .provisioning(times)
+        .keep_log(false)
+        .check_invariants(false)
+}
+
+/// Moves a simulated datacenter's clock with the wall clock, every 100 ms.
+pub fn spawn_wall_clock(sim: capms_backend_sim::Sim) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            ticks.tick().await;
+            let now = capms_core::Timestamp::now();
+            if now > sim.now() {
+                sim.advance_to(now);
+            }
+        }
+    });
+}
+
+/// Readiness: set once the controllers run.
+#[derive(Debug, Default)]
+struct Probes {
+    ready: AtomicBool,
+}
+
+async fn serve_endpoints(address: SocketAddr, router: Router, what: &str) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen for {what} on {address}: {error}"))?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(())
+}
+
+async fn start_endpoints(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    probes: Arc<Probes>,
+) -> Result<(), String> {
+    if let Some(address) = settings.metrics_address {
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    match metrics.encode() {
+                        Ok(text) => (
+                            StatusCode::OK,
+                            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            text,
+                        ),
+                        Err(_) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [("content-type", "text/plain")],
+                            String::new(),
+                        ),
+                    }
+                }
+            }),
+        );
+        serve_endpoints(address, router, "metrics").await?;
+    }
+    if let Some(address) = settings.health_address {
+        let router = Router::new().route("/healthz", get(|| async { "ok" })).route(
+            "/readyz",
+            get(move || {
+                let probes = probes.clone();
+                async move {
+                    if probes.ready.load(Ordering::Relaxed) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "controllers not running")
+                    }
+                }
+            }),
+        );
+        serve_endpoints(address, router, "health probes").await?;
+    }
+    Ok(())
+}
+
+/// Waits until this replica holds the Lease. Losing it later ends the process's controllers
+/// (the returned future completes), as controller-runtime does, so that a new leader starts clean.
+async fn acquire_leadership(
+    client: &kube::Client,
+    settings: &Settings,
+) -> Result<impl Future<Output = ()> + Send + Sync + 'static, String> {
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("capms-manager-{}", rand::random::<u32>()));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(settings.leader_namespace.clone())
+        .with_identity(identity)
+        .build()
+        .await
+        .map_err(|error| format!("leader election: {error}"))?;
+    let (mut leader, _task) = manager.watch().await;
+    tracing::info!(lease = LEASE_NAME, namespace = %settings.leader_namespace, "waiting for leadership");
+    while !*leader.borrow_and_update() {
+        leader.changed().await.map_err(|error| format!("leader election stopped: {error}"))?;
+    }
+    tracing::info!("leading");
+    Ok(async move {
+        while *leader.borrow() {
+            if leader.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::warn!("lost leadership: stopping the controllers");
+    })
+}
+
+/// Runs the manager until `shutdown` completes (or leadership is lost).
+pub async fn run<F>(
+    client: kube::Client,
+    default_backend: Option<Arc<dyn MetalBackend>>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: F,
+) -> Result<(), String>
+where
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    controller::check_crds(&client).await?;
+    let probes = Arc::new(Probes::default());
+    start_endpoints(&settings, metrics.clone(), probes.clone()).await?;
+    let stop: futures::future::BoxFuture<'static, ()> = if settings.leader_elect {
+        let lost = acquire_leadership(&client, &settings).await?;
+        Box::pin(async move {
+            futures::future::select(Box::pin(shutdown), Box::pin(lost)).await;
+        })
+    } else {
+        Box::pin(shutdown)
+    };
+    let limiter = Arc::new(PartitionLimiter::new(settings.allocations_per_partition_max));
+    let backends = Backends::new(default_backend, client.clone(), metrics.clone(), limiter);
+    let context = Arc::new(Context::new(client, backends, metrics));
+    probes.ready.store(true, Ordering::Relaxed);
+    tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
+    controller::run(context, settings.scope, SyncFuture::new(stop)).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// Makes a `Send` future `Sync` (kube-runtime's graceful shutdown trigger must be `Sync`) by
+/// putting it behind a mutex that only its one poller ever locks.
+struct SyncFuture {
+    inner: std::sync::Mutex<futures::future::BoxFuture<'static, ()>>,
+}
+
+impl SyncFuture {
+    fn new(inner: futures::future::BoxFuture<'static, ()>) -> Self {
+        SyncFuture { inner: std::sync::Mutex::new(inner) }
+    }
+}
+
+impl Future for SyncFuture {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.inner.lock() {
+            Ok(mut inner) => inner.as_mut().poll(context),
+            Err(_) => std::task::Poll::Ready(()),
+        }
+    }
+}
