@@ -200,8 +200,14 @@ pub struct Backends {
     client: kube::Client,
     metrics: Arc<Metrics>,
     limiter: Arc<PartitionLimiter>,
-    per_secret: Mutex<BTreeMap<(String, String), (String, Arc<dyn MetalBackend>)>>,
+    per_secret: Mutex<BTreeMap<SecretKey, CachedBackend>>,
 }
+
+/// A Secret by namespace and name.
+type SecretKey = (String, String);
+
+/// A backend built from a Secret at this resourceVersion.
+type CachedBackend = (String, Arc<dyn MetalBackend>);
 
 impl fmt::Debug for Backends {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -239,10 +245,10 @@ impl Backends {
             secret: format!("{namespace}/{}", reference.name),
             reason: error.to_string(),
         })?;
-        self.from_secret(&namespace, &reference.name, &secret)
+        self.backend_of_secret(&namespace, &reference.name, &secret)
     }
 
-    fn from_secret(
+    fn backend_of_secret(
         &self,
         namespace: &str,
         name: &str,

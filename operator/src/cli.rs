@@ -22,6 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the controllers (the same as no subcommand; the Deployment uses it explicitly).
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML (`capms-manager crds | kubectl apply -f -`).
     Crds,
     /// Print the clusterctl artifacts, or write a local clusterctl provider repository with

@@ -13,10 +13,10 @@
 
 use crate::apply::{MetadataPatch, apply_status, publish_events};
 use crate::backend::Backends;
+use crate::clock::Clock;
 use crate::error::OperatorError;
 use crate::gather::{self, Namespace};
 use crate::metrics::Metrics;
-use capms_core::Timestamp;
 use capms_core::api::capi::{self, Cluster, Machine};
 use capms_core::api::{
     CLUSTER_FINALIZER, FIREWALL_FINALIZER, MACHINE_FINALIZER, MetalStackCluster, MetalStackFirewall,
@@ -51,6 +51,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub cache: MachineCache,
     pub recorder: Recorder,
+    pub clock: Clock,
 }
 
 impl Debug for Context {
@@ -60,7 +61,7 @@ impl Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, backends: Backends, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, backends: Backends, metrics: Arc<Metrics>, clock: Clock) -> Self {
         let reporter =
             Reporter { controller: "capms-manager".to_string(), instance: std::env::var("POD_NAME").ok() };
         Context {
@@ -69,6 +70,7 @@ impl Context {
             backends,
             metrics,
             cache: MachineCache::new(RefreshPolicy::default()),
+            clock,
         }
     }
 }
@@ -106,10 +108,6 @@ impl Scope {
     fn controller_config(&self) -> ControllerConfig {
         ControllerConfig::default().concurrency(self.concurrency)
     }
-}
-
-fn now() -> Timestamp {
-    Timestamp::now()
 }
 
 fn jitter() -> u64 {
@@ -173,7 +171,7 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
         cluster: facts.cluster.as_ref(),
         metal_cluster: metal_cluster.as_ref(),
         bootstrap: &facts.bootstrap,
-        now: now(),
+        now: context.clock.now(),
         jitter: jitter(),
     };
     let outcome = reconcile_machine(&input, backend.as_ref(), &context.cache).await;
@@ -252,7 +250,7 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
         cluster: inputs.cluster.as_ref(),
         machines_remaining: inputs.machines_remaining,
         firewall: inputs.firewall.as_ref(),
-        now: now(),
+        now: context.clock.now(),
         jitter: jitter(),
     };
     let outcome = reconcile_cluster(&input, backend.as_ref()).await;
@@ -362,7 +360,7 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
         firewall: object,
         cluster: facts.cluster.as_ref(),
         metal_cluster: metal_cluster.as_ref(),
-        now: now(),
+        now: context.clock.now(),
         jitter: jitter(),
     };
     let outcome = reconcile_firewall(&input, backend.as_ref()).await;

@@ -106,23 +106,50 @@ pub async fn machine_facts(
     namespace: &Namespace,
     metal_machine: &MetalStackMachine,
 ) -> Result<MachineFacts, kube::Error> {
-    let Some(machine) = namespace.owner::<Machine>(&metal_machine.metadata).await? else {
-        return Ok(MachineFacts::default());
+    let machine = namespace.owner::<Machine>(&metal_machine.metadata).await?;
+    // The cluster name comes from the Machine, or from the label CAPI puts on every
+    // infrastructure machine: a MetalStackMachine whose Machine is already gone (a forced
+    // delete) must still find its MetalStackCluster to free what it owns.
+    let cluster_name = match &machine {
+        Some(machine) => Some(machine.spec.cluster_name.clone()),
+        None => capi::label(&metal_machine.metadata, capi::CLUSTER_NAME_LABEL).map(str::to_string),
     };
-    let cluster = namespace.get::<Cluster>(&machine.spec.cluster_name).await?;
-    let metal_cluster = match cluster.as_ref().and_then(|cluster| cluster.spec.infrastructure_ref.as_ref()) {
-        Some(reference) => namespace.get::<MetalStackCluster>(&reference.name).await?,
+    let cluster = match &cluster_name {
+        Some(name) => namespace.get::<Cluster>(name).await?,
         None => None,
     };
+    let metal_cluster = match (&cluster, &cluster_name) {
+        (Some(cluster), _) => match cluster.spec.infrastructure_ref.as_ref() {
+            Some(reference) => namespace.get::<MetalStackCluster>(&reference.name).await?,
+            None => None,
+        },
+        (None, Some(name)) => metal_cluster_by_label(namespace, name).await?,
+        (None, None) => None,
+    };
+    let bootstrap = match &machine {
+        Some(machine) => bootstrap_data(namespace, machine).await?,
+        None => BootstrapData::NotReady,
+    };
     Ok(MachineFacts {
-        capi_machine: Some(CapiMachineFacts {
+        capi_machine: machine.as_ref().map(|machine| CapiMachineFacts {
             name: machine.metadata.name.clone().unwrap_or_default(),
             control_plane: machine.is_control_plane(),
         }),
         cluster: cluster.as_ref().map(cluster_facts),
         metal_cluster,
-        bootstrap: bootstrap_data(namespace, &machine).await?,
+        bootstrap,
     })
+}
+
+/// The one MetalStackCluster labelled with `cluster_name` (none if there are several).
+async fn metal_cluster_by_label(
+    namespace: &Namespace,
+    cluster_name: &str,
+) -> Result<Option<MetalStackCluster>, kube::Error> {
+    let selector = format!("{}={cluster_name}", capi::CLUSTER_NAME_LABEL);
+    let mut found =
+        namespace.api::<MetalStackCluster>().list(&ListParams::default().labels(&selector)).await?.items;
+    Ok(if found.len() == 1 { found.pop() } else { None })
 }
 
 /// The bootstrap data of `machine`; its value is read into a redacting [`UserData`] at once.

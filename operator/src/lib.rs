@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod error;
 pub mod gather;

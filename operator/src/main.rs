@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Crds) => print_crds(),
         Some(Command::Manifests { out, version }) => print_or_write_manifests(out.as_deref(), &version),
+        Some(Command::Run(args)) => run(*args),
         None => run(cli.run),
     };
     match result {

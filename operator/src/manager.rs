@@ -3,6 +3,7 @@
 
 use crate::backend::{Backends, PartitionLimiter};
 use crate::cli::{BackendKind, RunArgs, parse_bind_address};
+use crate::clock::Clock;
 use crate::controller::{self, Context, Scope};
 use crate::metrics::Metrics;
 use axum::Router;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub leader_elect: bool,
     pub leader_namespace: String,
     pub allocations_per_partition_max: usize,
+    /// What "now" is for the reconcilers.
+    pub clock: Clock,
 }
 
 impl Settings {
@@ -46,6 +49,7 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| "capms-system".to_string()),
             allocations_per_partition_max: args.allocations_per_partition_max,
+            clock: Clock::wall(),
         })
     }
 }
@@ -94,12 +98,10 @@ fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
     MetalClient::new(config).map_err(|error| error.to_string())
 }
 
+/// The in-process datacenter of `--backend sim`. It follows the wall clock like `capms-sim
+/// serve` once [`run`] drives it: its latency model leaves the clock alone.
 fn sim_backend(args: &RunArgs) -> capms_backend_sim::SimBackend {
-    let options = capms_sim_options(args);
-    let sim = options.build();
-    // The in-process datacenter follows the wall clock like `capms-sim serve`: its latency
-    // model leaves the clock alone and a background task moves it.
-    spawn_wall_clock(sim.clone());
+    let sim = capms_sim_options(args).build();
     sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate))
 }
 
@@ -118,20 +120,6 @@ fn capms_sim_options(args: &RunArgs) -> capms_backend_sim::SimBuilder {
         .provisioning(times)
         .keep_log(false)
         .check_invariants(false)
-}
-
-/// Moves a simulated datacenter's clock with the wall clock, every 100 ms.
-pub fn spawn_wall_clock(sim: capms_backend_sim::Sim) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(100));
-        loop {
-            ticks.tick().await;
-            let now = capms_core::Timestamp::now();
-            if now > sim.now() {
-                sim.advance_to(now);
-            }
-        }
-    });
 }
 
 /// Readiness: set once the controllers run.
@@ -249,7 +237,7 @@ where
     };
     let limiter = Arc::new(PartitionLimiter::new(settings.allocations_per_partition_max));
     let backends = Backends::new(default_backend, client.clone(), metrics.clone(), limiter);
-    let context = Arc::new(Context::new(client, backends, metrics));
+    let context = Arc::new(Context::new(client, backends, metrics, settings.clock.clone()));
     probes.ready.store(true, Ordering::Relaxed);
     tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
     controller::run(context, settings.scope, SyncFuture::new(stop)).await;
