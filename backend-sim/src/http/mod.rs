@@ -118,6 +118,19 @@ pub fn router(sim: Sim, config: ServerConfig) -> Router {
     Router::new().fallback(routes::handle).with_state(state)
 }
 
+/// The server's authentication of one request at wall-clock time `now`, for the fuzz targets in
+/// `fuzz/` (`sim_auth`): `User(View|Edit|Admin)`, `Guest` or `Rejected("<message>")`.
+/// Not a stable API.
+#[doc(hidden)]
+pub fn authenticate_for_fuzzing(
+    config: &ServerConfig,
+    method: &str,
+    headers: &axum::http::HeaderMap,
+    now: jiff::Timestamp,
+) -> String {
+    format!("{:?}", auth::authenticate(config, method, headers, now))
+}
+
 /// Serves the simulated metal-api on `listener` until the process ends or an I/O error.
 pub async fn serve(listener: tokio::net::TcpListener, sim: Sim, config: ServerConfig) -> std::io::Result<()> {
     axum::serve(listener, router(sim, config)).await

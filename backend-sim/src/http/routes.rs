@@ -27,6 +27,14 @@ enum Verb {
 }
 
 impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+
     fn of(method: &Method) -> Option<Verb> {
         match *method {
             Method::GET => Some(Verb::Get),
@@ -83,17 +91,18 @@ fn required_role(operation: Operation) -> Role {
 }
 
 /// Why a path did not resolve to a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Unrouted {
     NotFound,
-    MethodNotAllowed,
+    /// The path exists with these methods (go-restful answers them in `Allow`).
+    MethodNotAllowed(Vec<&'static str>),
 }
 
 /// Finds the route for `segments` (the path below `/v1/`, percent-decoded). Literal segments
 /// win over parameters (`POST /v1/ip/allocate` is not `allocate/{ip}`; `GET /v1/machine/find`
 /// is a machine with id "find").
 fn resolve(method: &Method, segments: &[String]) -> Result<(Endpoint, Vec<String>), Unrouted> {
-    let mut path_matches = false;
+    let mut allowed: Vec<&'static str> = Vec::new();
     let mut best: Option<(usize, Endpoint, Vec<String>)> = None;
     for (verb, pattern, endpoint) in ROUTES {
         if pattern.len() != segments.len() {
@@ -113,7 +122,9 @@ fn resolve(method: &Method, segments: &[String]) -> Result<(Endpoint, Vec<String
         if !matched {
             continue;
         }
-        path_matches = true;
+        if !allowed.contains(&verb.as_str()) {
+            allowed.push(verb.as_str());
+        }
         if Verb::of(method) != Some(*verb) {
             continue;
         }
@@ -123,7 +134,7 @@ fn resolve(method: &Method, segments: &[String]) -> Result<(Endpoint, Vec<String
     }
     match best {
         Some((_, endpoint, params)) => Ok((endpoint, params)),
-        None if path_matches => Err(Unrouted::MethodNotAllowed),
+        None if !allowed.is_empty() => Err(Unrouted::MethodNotAllowed(allowed)),
         None => Err(Unrouted::NotFound),
     }
 }
@@ -226,8 +237,12 @@ pub(super) async fn handle(
     let (operation, params) = match routed {
         Ok((Endpoint::Op(operation), params)) => (operation, params),
         Ok((Endpoint::Health | Endpoint::Version, _)) | Err(Unrouted::NotFound) => return not_found(&path),
-        Err(Unrouted::MethodNotAllowed) => {
-            return error_response(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+        Err(Unrouted::MethodNotAllowed(allowed)) => {
+            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+            if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(axum::http::header::ALLOW, value);
+            }
+            return response;
         }
     };
     if method == Method::POST && !is_json(&request) {
@@ -441,7 +456,10 @@ mod tests {
             resolve(&Method::GET, &segments("ip/2001%3Adb8%3A%3A1")),
             Ok((Endpoint::Op(Operation::FindIp), vec!["2001:db8::1".to_string()]))
         );
-        assert_eq!(resolve(&Method::PUT, &segments("machine/allocate")), Err(Unrouted::MethodNotAllowed));
+        assert_eq!(
+            resolve(&Method::PUT, &segments("machine/allocate")),
+            Err(Unrouted::MethodNotAllowed(vec!["POST", "GET"]))
+        );
         assert_eq!(resolve(&Method::GET, &segments("machine/x/y")), Err(Unrouted::NotFound));
         assert_eq!(resolve(&Method::GET, &segments("machine/")), Err(Unrouted::NotFound));
     }
