@@ -100,20 +100,28 @@ impl Env {
         let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
         let sim = datacenter(&clock);
         drive_sim(sim.clone(), clock.clone());
-        let backend = Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
+        let backend: Arc<dyn capms_core::MetalBackend> =
+            Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
+        Env::start_with(api, sim, Some(backend), clock).await
+    }
+
+    /// Starts the manager with `default_backend` (None: every cluster needs credentials);
+    /// `sim` is the datacenter the test inspects.
+    pub async fn start_with(
+        api: FakeApiServer,
+        sim: Sim,
+        default_backend: Option<Arc<dyn capms_core::MetalBackend>>,
+        clock: Clock,
+    ) -> Env {
+        let backend = default_backend;
         let client = api.client();
         let metrics = Arc::new(Metrics::new());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let manager = tokio::spawn(manager::run(
-            client.clone(),
-            Some(backend),
-            settings(clock),
-            metrics.clone(),
-            shutdown,
-        ));
+        let manager =
+            tokio::spawn(manager::run(client.clone(), backend, settings(clock), metrics.clone(), shutdown));
         Env { api, client, sim, metrics, stop: Some(stop), manager }
     }
 
@@ -195,6 +203,17 @@ pub struct Capi<'a> {
 impl Capi<'_> {
     /// Creates a Cluster and its MetalStackCluster (with a firewall if `firewall`).
     pub async fn create_cluster(&self, name: &str, paused: bool, firewall: bool) -> Cluster {
+        self.create_cluster_with_credentials(name, paused, firewall, None).await
+    }
+
+    /// [`Capi::create_cluster`] whose MetalStackCluster names a credentials Secret.
+    pub async fn create_cluster_with_credentials(
+        &self,
+        name: &str,
+        paused: bool,
+        firewall: bool,
+        credentials: Option<&str>,
+    ) -> Cluster {
         let cluster = Cluster {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -230,6 +249,8 @@ impl Capi<'_> {
                 project_id: PROJECT.to_string(),
                 partition: PARTITION.to_string(),
                 firewall: firewall.then(firewall_template),
+                credentials_ref: credentials
+                    .map(|name| capms_core::api::LocalSecretReference { name: name.to_string() }),
                 ..MetalStackClusterSpec::default()
             },
             status: None,
