@@ -74,3 +74,10 @@ pub use client::{MetalClient, endpoint, parse_base_url};
 pub use config::{Auth, CaBundle, ConfigError, HmacAuthType, MetalConfig, RetryPolicy};
 pub use decode::MESSAGE_LENGTH_MAX;
 pub use observe::{CallObserver, CallOutcome};
+
+/// The answer decoding of [`MetalClient`] for the fuzz targets in `fuzz/` (`metal_decode`).
+/// Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::decode::{all_to_domain, decode_body, error_from_answer, error_message, to_domain};
+}

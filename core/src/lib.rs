@@ -19,6 +19,7 @@ pub mod provider_id;
 pub mod reconcile;
 pub mod secret;
 pub mod tags;
+pub mod trace;
 pub mod wire;
 
 pub use backend::MetalBackend;

@@ -36,7 +36,7 @@ pub const OBJECT_UID: &str = "metal-stack.infrastructure.cluster.x-k8s.io/uid";
 pub const PURPOSE: &str = "metal-stack.infrastructure.cluster.x-k8s.io/purpose";
 
 /// A Kubernetes object that owns metal-stack resources.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ObjectRef {
     pub namespace: String,
     pub name: String,

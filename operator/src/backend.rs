@@ -293,6 +293,21 @@ mod tests {
     }
 
     #[test]
+    fn allocations_are_limited_per_partition_and_zero_means_no_limit() {
+        let limiter = PartitionLimiter::new(1);
+        let first = limiter.semaphore("mini-lab").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(first.is_some(), "the first allocation in a partition may run");
+        let second = limiter.semaphore("mini-lab").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(second.is_none(), "a second one in the same partition waits");
+        let elsewhere = limiter.semaphore("other").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(elsewhere.is_some(), "another partition is not affected");
+        drop(first);
+        let after = limiter.semaphore("mini-lab").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(after.is_some(), "the permit returns when the allocation ends");
+        assert!(PartitionLimiter::new(0).semaphore("mini-lab").is_none());
+    }
+
+    #[test]
     fn credentials_come_from_either_naming_convention() {
         assert!(config_from_secret(&secret(&[("url", "http://metal/metal"), ("hmac", "k")])).is_ok());
         let go_style = secret(&[

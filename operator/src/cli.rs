@@ -139,6 +139,16 @@ pub struct RunArgs {
     /// --backend sim: machines of size v1-small-x86 in partition mini-lab.
     #[arg(long = "sim-machines", default_value_t = 16)]
     pub sim_machines: usize,
+
+    /// Record every reconcile (inputs, metal-api calls and answers, outcome; never user data
+    /// or keys) to PATH, for `capms-sim replay PATH` (docs/traces.md).
+    #[arg(long = "record-trace", env = "CAPMS_RECORD_TRACE", value_name = "PATH")]
+    pub record_trace: Option<PathBuf>,
+
+    /// With --record-trace: once the file reaches this size it moves to PATH.1 (replacing an
+    /// older one) and a new file starts.
+    #[arg(long = "record-trace-max-bytes", default_value_t = 100 * 1024 * 1024)]
+    pub record_trace_max_bytes: u64,
 }
 
 /// Parses "2s", "5m", "1h 30m" or ISO 8601 ("PT2S").

@@ -22,10 +22,12 @@ use capms_core::api::{
     CLUSTER_FINALIZER, FIREWALL_FINALIZER, MACHINE_FINALIZER, MetalStackCluster, MetalStackFirewall,
     MetalStackMachine,
 };
+use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
     ClusterInput, ClusterOutcome, FinalizerAction, FirewallChild, FirewallInput, MachineCache, MachineInput,
     RefreshPolicy, Requeue, reconcile_cluster, reconcile_firewall, reconcile_machine,
 };
+use capms_core::trace;
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -52,6 +54,8 @@ pub struct Context {
     pub cache: MachineCache,
     pub recorder: Recorder,
     pub clock: Clock,
+    /// `--record-trace`: where reconciles are recorded (docs/traces.md).
+    pub trace: Option<Arc<dyn capms_core::trace::TraceSink>>,
 }
 
 impl Debug for Context {
@@ -71,6 +75,7 @@ impl Context {
             metrics,
             cache: MachineCache::new(RefreshPolicy::default()),
             clock,
+            trace: None,
         }
     }
 }
@@ -174,7 +179,13 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = reconcile_machine(&input, backend.as_ref(), &context.cache).await;
+    let outcome = match &context.trace {
+        Some(sink) => {
+            trace::record_machine(&input, backend.as_ref(), &context.cache, Variant::Correct, sink.as_ref())
+                .await
+        }
+        None => reconcile_machine(&input, backend.as_ref(), &context.cache).await,
+    };
     publish_events(&context.recorder, object, &outcome.events).await;
     let api = namespace.api::<MetalStackMachine>();
     let mut patch = MetadataPatch::default();
@@ -253,7 +264,10 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = reconcile_cluster(&input, backend.as_ref()).await;
+    let outcome = match &context.trace {
+        Some(sink) => trace::record_cluster(&input, backend.as_ref(), sink.as_ref()).await,
+        None => reconcile_cluster(&input, backend.as_ref()).await,
+    };
     publish_events(&context.recorder, object, &outcome.events).await;
     let api = namespace.api::<MetalStackCluster>();
     cluster_write_back(&api, object, &outcome).await?;
@@ -363,7 +377,10 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = reconcile_firewall(&input, backend.as_ref()).await;
+    let outcome = match &context.trace {
+        Some(sink) => trace::record_firewall(&input, backend.as_ref(), sink.as_ref()).await,
+        None => reconcile_firewall(&input, backend.as_ref()).await,
+    };
     publish_events(&context.recorder, object, &outcome.events).await;
     let api = namespace.api::<MetalStackFirewall>();
     let mut patch = MetadataPatch::default();

@@ -9,7 +9,8 @@
 //! - [`backend`]: default and per-cluster metal-api backends, metrics and allocation limits
 //!   around every call;
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging;
-//! - [`manifests`]: CRDs and clusterctl artifacts.
+//! - [`manifests`]: CRDs and clusterctl artifacts;
+//! - [`trace`]: `--record-trace`, the rotating trace file.
 
 pub mod apply;
 pub mod backend;
@@ -22,3 +23,4 @@ pub mod manager;
 pub mod manifests;
 pub mod metrics;
 pub mod telemetry;
+pub mod trace;

@@ -31,6 +31,8 @@ pub struct Settings {
     pub allocations_per_partition_max: usize,
     /// What "now" is for the reconcilers.
     pub clock: Clock,
+    /// `--record-trace`: where reconciles are recorded, if anywhere.
+    pub record_trace: Option<crate::trace::TraceSettings>,
 }
 
 impl Settings {
@@ -50,6 +52,10 @@ impl Settings {
                 .unwrap_or_else(|| "capms-system".to_string()),
             allocations_per_partition_max: args.allocations_per_partition_max,
             clock: Clock::wall(),
+            record_trace: args
+                .record_trace
+                .clone()
+                .map(|path| crate::trace::TraceSettings { path, max_bytes: args.record_trace_max_bytes }),
         })
     }
 }
@@ -237,7 +243,13 @@ where
     };
     let limiter = Arc::new(PartitionLimiter::new(settings.allocations_per_partition_max));
     let backends = Backends::new(default_backend, client.clone(), metrics.clone(), limiter);
-    let context = Arc::new(Context::new(client, backends, metrics, settings.clock.clone()));
+    let mut context = Context::new(client, backends, metrics, settings.clock.clone());
+    if let Some(trace) = &settings.record_trace {
+        let file = crate::trace::TraceFile::create(trace.clone())?;
+        tracing::info!(path = %trace.path.display(), max_bytes = trace.max_bytes, "recording a trace");
+        context.trace = Some(Arc::new(file));
+    }
+    let context = Arc::new(context);
     probes.ready.store(true, Ordering::Relaxed);
     tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
     controller::run(context, settings.scope, SyncFuture::new(stop)).await;

@@ -163,3 +163,19 @@ async fn a_machine_freed_outside_capms_gets_its_condition() {
     .await;
     env.stop().await.expect("the manager stops cleanly");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trace_recorded_by_the_manager_replays_without_divergence() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("capms.trace");
+    let env = support::Env::start_recording(&path).await;
+    one_plus_two(&env, "traced").await;
+    env.stop().await.expect("the manager stops cleanly");
+    let text = std::fs::read_to_string(&path).expect("the trace was written");
+    let summary = capms_sim_scenarios::replay::replay_text(&text, Default::default())
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(summary.machines > 0 && summary.clusters > 0 && summary.firewalls > 0, "{summary}");
+    assert!(summary.backend_calls > 0, "{summary}");
+    assert!(!text.contains(support::BOOTSTRAP_SECRET_MARKER), "no user data in the trace");
+    assert!(text.contains("fnv1a64:"), "the allocations keep a digest of their user data");
+}

@@ -94,28 +94,49 @@ pub fn datacenter(seed: u64) -> SimBuilder {
 /// machines' phases.
 pub fn run(seed: u64, progress: &mut dyn FnMut(&str)) -> Result<Report, String> {
     let mut world = World::new(seed, datacenter(seed), OperatorConfig::default());
+    run_in(&mut world, seed, progress)
+}
+
+/// [`run`], recorded for the HTML report ([`crate::report`]); the record covers a failed
+/// demo too.
+pub fn run_recorded(
+    seed: u64,
+    progress: &mut dyn FnMut(&str),
+) -> (Result<Report, String>, crate::report::RunRecord) {
+    let mut world = World::new(seed, datacenter(seed), OperatorConfig::default());
+    world.start_recording();
+    let result = run_in(&mut world, seed, progress);
+    let record = crate::report::describe_demo(&mut world, seed, &result);
+    (result, record)
+}
+
+fn run_in(world: &mut World, seed: u64, progress: &mut dyn FnMut(&str)) -> Result<Report, String> {
     let start = world.now();
     let mut say = |world: &World, line: &str| {
         let elapsed = world.now().duration_since(start).unsigned_abs().as_secs();
         progress(&format!("[{:02}:{:02}:{:02}] {line}", elapsed / 3600, elapsed / 60 % 60, elapsed % 60));
     };
-    say(&world, "creating cluster demo: firewall, 3 control-plane and 3 worker machines");
+    say(world, "creating cluster demo: firewall, 3 control-plane and 3 worker machines");
+    world.mark("create cluster demo (firewall, 3 control-plane, 3 workers)");
     world.create_cluster(plan(CLUSTER, 3, 3, true))?;
-    let time_to_ready = run_watching(&mut world, Until::Ready, Duration::from_secs(3600), &mut say)?;
-    say(&world, &format!("cluster ready after {}s of virtual time", time_to_ready.as_secs()));
-    say(&world, "scaling workers to 5");
+    let time_to_ready = run_watching(world, Until::Ready, Duration::from_secs(3600), &mut say)?;
+    say(world, &format!("cluster ready after {}s of virtual time", time_to_ready.as_secs()));
+    say(world, "scaling workers to 5");
+    world.mark("scale workers to 5");
     world.scale_workers(CLUSTER, 5)?;
-    run_watching(&mut world, Until::Ready, Duration::from_secs(1800), &mut say)?;
-    say(&world, "a machine dies");
+    run_watching(world, Until::Ready, Duration::from_secs(1800), &mut say)?;
+    say(world, "a machine dies");
+    world.mark("a machine dies");
     world.kill_machines(CLUSTER, 1)?;
     world.run_for(Duration::from_secs(60))?;
-    run_watching(&mut world, Until::Ready, Duration::from_secs(3600), &mut say)?;
-    say(&world, "the dead machine was replaced; deleting the cluster");
+    run_watching(world, Until::Ready, Duration::from_secs(3600), &mut say)?;
+    say(world, "the dead machine was replaced; deleting the cluster");
+    world.mark("delete cluster demo");
     let leaks_before_delete = world.leaks(CLUSTER).len();
     world.delete_cluster(CLUSTER)?;
-    run_watching(&mut world, Until::Gone, Duration::from_secs(3600), &mut say)?;
+    run_watching(world, Until::Gone, Duration::from_secs(3600), &mut say)?;
     world.run_for(Duration::from_secs(60))?;
-    say(&world, &format!("cluster gone ({leaks_before_delete} resources were allocated before the delete)"));
+    say(world, &format!("cluster gone ({leaks_before_delete} resources were allocated before the delete)"));
     Ok(Report {
         seed,
         virtual_time: world.now().duration_since(start).unsigned_abs(),

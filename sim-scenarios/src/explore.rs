@@ -127,7 +127,7 @@ pub fn run_text(name: &str, text: &str, config: OperatorConfig) -> Result<Scenar
 }
 
 /// The kind of a failure, so that shrinking keeps looking at the same problem.
-fn kind(reason: &str) -> &'static str {
+pub fn kind(reason: &str) -> &'static str {
     [
         "two machines",
         "machines allocated",

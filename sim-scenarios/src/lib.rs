@@ -11,11 +11,14 @@
 //! The `capms-sim` binary runs the demo (`capms-sim demo`) and scenario files
 //! (`capms-sim run FILE`).
 
+pub mod bench;
 pub mod capi;
 pub mod checks;
 pub mod demo;
 pub mod explore;
 pub mod operator;
+pub mod replay;
+pub mod report;
 pub mod scenario;
 pub mod serve;
 pub mod store;

@@ -32,6 +32,10 @@ enum Command {
         /// Print only the summary.
         #[arg(long)]
         quiet: bool,
+        /// Also write a self-contained HTML picture of the run to FILE (machine phases,
+        /// faults, steps, metal-api call rate, checks), even when the demo fails.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Run a scenario file (see sim-scenarios/scenarios/README.md). Exits 0 when every step
     /// and expectation holds; otherwise prints the failed step, the seed and the command that
@@ -45,6 +49,13 @@ enum Command {
         /// On failure, also print the datacenter's whole event log.
         #[arg(long)]
         log: bool,
+        /// Also write a self-contained HTML picture of the run to FILE (machine phases,
+        /// faults, steps, metal-api call rate, checks), whether it passes or fails.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Also write a trace of every reconcile to PATH (docs/traces.md), for `replay`.
+        #[arg(long, value_name = "PATH", conflicts_with = "report")]
+        record: Option<PathBuf>,
     },
     /// Swarm exploration: each seed generates its own scenario (cluster, fault mix, disturbances,
     /// healing, deletion) and must converge without leaks, duplicates or safety violations.
@@ -71,6 +82,39 @@ enum Command {
     /// (same partition, size, images, networks, project and HMAC keys) for capms-manager,
     /// metal-python, metalctl or curl. Stops on Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Replay a trace (`run --record`, `capms-manager --record-trace`): run the reconcilers
+    /// again on the recorded inputs against the recorded answers. Exits 0 when every reconcile
+    /// did exactly what was recorded, 1 at the first divergence (printed with its context), 2
+    /// when the trace cannot be read.
+    Replay {
+        /// The trace file (JSON lines).
+        trace: PathBuf,
+        /// Instead of replaying, write a scenario file derived from the trace (the datacenter,
+        /// clusters, steps and faults as observed).
+        #[arg(long, value_name = "OUT.yaml")]
+        to_scenario: Option<PathBuf>,
+        /// With --to-scenario: remove steps that are not needed to reproduce the failure.
+        #[arg(long, requires = "to_scenario")]
+        shrink: bool,
+        /// Replay with the deliberately broken machine reconciler (tests of divergence
+        /// reports).
+        #[arg(long, hide = true, value_parser = ["correct", "canary"], default_value = "correct")]
+        variant: String,
+    },
+    /// Benchmark capms's refresh policy against the Go provider's (a GET per machine every
+    /// 30 s): lifecycles per second of the simulation, metal-api calls per machine, reads until
+    /// ready and Phoned Home → Ready, side by side. Progress on stderr, the report on stdout.
+    Bench {
+        /// Clusters of 3+3 machines created together in each world (1 to 60).
+        #[arg(long, default_value_t = 4)]
+        clusters: usize,
+        /// Worlds per policy; run i uses seed SEED + i.
+        #[arg(long, default_value_t = 10)]
+        runs: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -136,12 +180,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { seed, quiet } => run_demo(seed, quiet),
-        Command::Run { file, seed, log } => run_file(&file, seed, log),
+        Command::Demo { seed, quiet, report } => run_demo(seed, quiet, report.as_deref()),
+        Command::Run { file, seed, log, record: Some(trace), .. } => {
+            capms_sim_scenarios::replay::run_recorded(&file, seed, log, &trace)
+        }
+        Command::Run { file, seed, log, report, record: None } => {
+            run_file(&file, seed, log, report.as_deref())
+        }
         Command::Explore { runs, seed, threads, save, canary } => {
             run_explore(seed, runs, threads, save, canary)
         }
         Command::Serve(args) => run_serve(args.listen, args.options()),
+        Command::Replay { trace, to_scenario, shrink, variant } => capms_sim_scenarios::replay::cli(
+            &trace,
+            &capms_sim_scenarios::replay::ReplayOptions::new(to_scenario, shrink, &variant),
+        ),
+        Command::Bench { clusters, runs, seed } => {
+            capms_sim_scenarios::bench::cli(capms_sim_scenarios::bench::BenchOptions { clusters, runs, seed })
+        }
     }
 }
 
@@ -199,14 +255,24 @@ async fn shutdown_signal() {
 
 // The demo reports how long it took on the wall clock; the simulation itself never reads it.
 #[allow(clippy::disallowed_methods, clippy::print_stdout, reason = "a command-line report of a finished run")]
-fn run_demo(seed: u64, quiet: bool) -> ExitCode {
+fn run_demo(seed: u64, quiet: bool, html: Option<&std::path::Path>) -> ExitCode {
     let started = std::time::Instant::now();
     let mut progress = |line: &str| {
         if !quiet {
             println!("{line}");
         }
     };
-    let report = match demo::run(seed, &mut progress) {
+    let result = match html {
+        Some(path) => {
+            let (result, record) = demo::run_recorded(seed, &mut progress);
+            if let Err(code) = write_report(path, &record) {
+                return code;
+            }
+            result
+        }
+        None => demo::run(seed, &mut progress),
+    };
+    let report = match result {
         Ok(report) => report,
         Err(error) => {
             eprintln!("demo failed: {error}");
@@ -250,7 +316,12 @@ fn run_demo(seed: u64, quiet: bool) -> ExitCode {
 
 // Reports how long the run took on the wall clock; the simulation itself never reads it.
 #[allow(clippy::disallowed_methods, clippy::print_stdout, reason = "a command-line report of a finished run")]
-fn run_file(file: &std::path::Path, seed: Option<u64>, log: bool) -> ExitCode {
+fn run_file(
+    file: &std::path::Path,
+    seed: Option<u64>,
+    log: bool,
+    html: Option<&std::path::Path>,
+) -> ExitCode {
     let scenario = match Scenario::load(file) {
         Ok(scenario) => scenario,
         Err(error) => {
@@ -259,7 +330,17 @@ fn run_file(file: &std::path::Path, seed: Option<u64>, log: bool) -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    let report = run_scenario(&scenario, seed);
+    let report = match html {
+        Some(path) => {
+            let config = capms_sim_scenarios::operator::OperatorConfig::default();
+            let (report, record) = capms_sim_scenarios::report::record_scenario(&scenario, seed, config);
+            if let Err(code) = write_report(path, &record) {
+                return code;
+            }
+            report
+        }
+        None => run_scenario(&scenario, seed),
+    };
     let wall = started.elapsed();
     if report.passed() {
         println!("{report} ({:.2}s wall)", wall.as_secs_f64());
@@ -273,6 +354,25 @@ fn run_file(file: &std::path::Path, seed: Option<u64>, log: bool) -> ExitCode {
             }
         }
         ExitCode::FAILURE
+    }
+}
+
+/// Writes the HTML report of a run (`--report FILE`); a report that cannot be written fails
+/// the command.
+#[allow(clippy::print_stdout, reason = "a command-line report of a finished run")]
+fn write_report(
+    path: &std::path::Path,
+    record: &capms_sim_scenarios::report::RunRecord,
+) -> Result<(), ExitCode> {
+    match std::fs::write(path, capms_sim_scenarios::report::render_html(record)) {
+        Ok(()) => {
+            println!("report: {}", path.display());
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("cannot write the report to {}: {error}", path.display());
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use capms_core::reconcile::{
     MetalClusterFacts, RefreshPolicy, reconcile_cluster, reconcile_firewall,
 };
 use capms_core::tags::ObjectRef;
+use capms_core::trace::{TraceSink, record_cluster, record_firewall, record_machine};
 use capms_core::{MetalBackend, Timestamp, UserData};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
@@ -106,6 +107,8 @@ pub struct Operator {
     pub view: Store,
     seen: BTreeMap<Target, Option<String>>,
     pub stats: OperatorStats,
+    /// Where reconciles are recorded (`capms-sim run --record`); `None`: not recorded.
+    trace: Option<Arc<dyn TraceSink>>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -133,7 +136,19 @@ impl Operator {
             view: Store::default(),
             seen: BTreeMap::new(),
             stats: OperatorStats::default(),
+            trace: None,
         }
+    }
+
+    /// Records every reconcile from now on into `sink` (`None` stops recording).
+    pub fn set_trace(&mut self, sink: Option<Arc<dyn TraceSink>>) {
+        self.trace = sink;
+    }
+
+    /// [`Operator::set_trace`] for a replica being built.
+    pub fn recording(mut self, sink: Option<Arc<dyn TraceSink>>) -> Self {
+        self.trace = sink;
+        self
     }
 
     /// Loses everything in memory: in-flight reconciles (their metal-api calls so far stay
@@ -213,6 +228,7 @@ impl Operator {
     fn start(&mut self, target: &Target, now: Timestamp, jitter: u64) -> Option<InFlight> {
         self.stats.reconciles += 1;
         let backend = self.backend.clone();
+        let trace = self.trace.clone();
         match target {
             Target::Machine(key) => {
                 let metal_machine = self.view.get::<MetalStackMachine>(&key.0, &key.1)?.clone();
@@ -230,9 +246,14 @@ impl Operator {
                         now,
                         jitter,
                     };
-                    Outcome::Machine(Box::new(
-                        reconcile_machine_variant(&input, backend.as_ref(), &cache, variant).await,
-                    ))
+                    Outcome::Machine(Box::new(match &trace {
+                        Some(sink) => {
+                            record_machine(&input, backend.as_ref(), &cache, variant, sink.as_ref()).await
+                        }
+                        None => {
+                            reconcile_machine_variant(&input, backend.as_ref(), cache.as_ref(), variant).await
+                        }
+                    }))
                 });
                 Some(InFlight { target: target.clone(), read_version, future })
             }
@@ -252,7 +273,10 @@ impl Operator {
                         now,
                         jitter,
                     };
-                    Outcome::Cluster(Box::new(reconcile_cluster(&input, backend.as_ref()).await))
+                    Outcome::Cluster(Box::new(match &trace {
+                        Some(sink) => record_cluster(&input, backend.as_ref(), sink.as_ref()).await,
+                        None => reconcile_cluster(&input, backend.as_ref()).await,
+                    }))
                 });
                 Some(InFlight { target: target.clone(), read_version, future })
             }
@@ -273,7 +297,10 @@ impl Operator {
                         now,
                         jitter,
                     };
-                    Outcome::Firewall(Box::new(reconcile_firewall(&input, backend.as_ref()).await))
+                    Outcome::Firewall(Box::new(match &trace {
+                        Some(sink) => record_firewall(&input, backend.as_ref(), sink.as_ref()).await,
+                        None => reconcile_firewall(&input, backend.as_ref()).await,
+                    }))
                 });
                 Some(InFlight { target: target.clone(), read_version, future })
             }

@@ -76,6 +76,10 @@ pub struct World {
     trace: EventLog,
     pub steps: u64,
     steps_at_one_time: u64,
+    /// Report hook (`report.rs`): what `--report` draws, while recording.
+    recorder: Option<Box<crate::report::Recorder>>,
+    /// Trace hook (`replay.rs`): where the operators record their reconciles.
+    trace_sink: Option<Arc<dyn capms_core::trace::TraceSink>>,
 }
 
 impl std::fmt::Debug for World {
@@ -107,13 +111,27 @@ impl World {
             trace: EventLog::new(false),
             steps: 0,
             steps_at_one_time: 0,
+            recorder: None,
+            trace_sink: None,
         };
         world.add_management();
         world
     }
 
+    /// Trace hook (`capms-sim run --record`): every operator replica, present and future,
+    /// records its reconciles into `sink`.
+    pub fn record_trace(&mut self, sink: Arc<dyn capms_core::trace::TraceSink>) {
+        for management in &mut self.managements {
+            for operator in &mut management.operators {
+                operator.set_trace(Some(sink.clone()));
+            }
+        }
+        self.trace_sink = Some(sink);
+    }
+
     fn add_management(&mut self) -> usize {
-        let operator = Operator::new(self.operator_config, self.backend.clone());
+        let operator =
+            Operator::new(self.operator_config, self.backend.clone()).recording(self.trace_sink.clone());
         let now = self.sim.now();
         let id = self.managements.len() as u64;
         self.managements.push(Management {
@@ -355,6 +373,46 @@ impl World {
         self.sim.set_fault_plan(plan);
     }
 
+    // ---- Report hook (`report.rs`, `capms-sim ... --report`): recording is off unless
+    // `start_recording` is called; it only reads the world.
+
+    /// Starts recording machine phases, faults, step marks and metal-api calls for the HTML
+    /// report ([`crate::report`]).
+    pub fn start_recording(&mut self) {
+        self.recorder = Some(Box::new(crate::report::Recorder::new(self.now())));
+        self.observe_for_report();
+    }
+
+    /// Marks the start of a step of the story (a vertical line in the report). A no-op unless
+    /// recording.
+    pub fn mark(&mut self, label: &str) {
+        self.observe_for_report();
+        let now = self.now();
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.mark(now, label);
+        }
+    }
+
+    /// Stops recording and hands over what was recorded.
+    pub fn take_recording(&mut self) -> Option<crate::report::Recorder> {
+        self.observe_for_report();
+        self.recorder.take().map(|recorder| *recorder)
+    }
+
+    fn observe_for_report(&mut self) {
+        if let Some(mut recorder) = self.recorder.take() {
+            recorder.observe(self);
+            self.recorder = Some(recorder);
+        }
+    }
+
+    /// The capacity limits in force: partition and size.
+    pub fn capacity_limits(&self) -> Vec<(String, String)> {
+        self.timed.capacity.iter().map(|(_, partition, size)| (partition.clone(), size.clone())).collect()
+    }
+
+    // ---- End of the report hook.
+
     /// The earliest end of a timed fault, for the scheduler.
     fn next_timed_fault_end(&self) -> Option<Timestamp> {
         let layers = self.timed.layers.iter().map(|(until, _)| *until);
@@ -388,7 +446,8 @@ impl World {
         for management in &mut self.managements {
             match (second_replica, management.operators.len()) {
                 (true, 1) => {
-                    management.operators.push(Operator::new(self.operator_config, self.backend.clone()))
+                    let operator = Operator::new(self.operator_config, self.backend.clone());
+                    management.operators.push(operator.recording(self.trace_sink.clone()))
                 }
                 (false, n) if n > 1 => management.operators.truncate(1),
                 _ => {}
@@ -403,6 +462,7 @@ impl World {
         let now = self.now();
         self.end_timed_faults(now);
         self.apply_operator_faults(now);
+        self.observe_for_report(); // report hook: faults that ended or crashes that happened now
         self.run_capi(now);
         self.sync_operators(now);
         if !self.poll_one_reconcile(now) {
@@ -410,6 +470,7 @@ impl World {
         }
         let views: Vec<View<'_>> = self.managements.iter().map(|m| View { store: &m.store }).collect();
         self.checker.check(&self.sim, &views, self.sim.now());
+        self.observe_for_report();
     }
 
     fn run_capi(&mut self, now: Timestamp) {

@@ -280,19 +280,28 @@ pub fn set_condition(
             reason: reason.as_str().to_string(),
             message: message.to_string(),
             observed_generation,
-            last_transition_time: Time(now),
+            last_transition_time: wire_time(now),
         });
         return true;
     };
     let before = condition.clone();
     if condition.status != status.as_str() {
         condition.status = status.as_str().to_string();
-        condition.last_transition_time = Time(now);
+        condition.last_transition_time = wire_time(now);
     }
     condition.reason = reason.as_str().to_string();
     condition.message = message.to_string();
     condition.observed_generation = observed_generation;
     *condition != before
+}
+
+/// `now` at the precision of `metav1.Time` on the wire (whole seconds). The apiserver keeps
+/// no more, so a condition time written with fractions would come back truncated: truncating
+/// here makes the simulator's store behave like the apiserver, and keeps a reconcile's inputs
+/// exactly representable in a trace (a backoff computed from a condition's age is the same in
+/// the recorded run and in its replay).
+pub fn wire_time(now: Timestamp) -> Time {
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// The condition of type `type_` (any string, so CAPI's conditions can be read too).

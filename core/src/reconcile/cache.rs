@@ -17,12 +17,15 @@ use crate::error::BackendError;
 use crate::metal::{Machine, MachineQuery, ProvisioningEventKind};
 use crate::tags::{self, ObjectRef};
 use crate::{ErrorKind, Timestamp};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// How machine state is refreshed while machines provision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefreshPolicy {
     /// One find per cluster, shared by its machines. A machine near `Phoned Home` looks again
     /// after `near`, one far from it after at most `far` (less once durations are learned),
@@ -184,13 +187,34 @@ impl MachineCache {
         machine_id: &str,
         now: Timestamp,
     ) -> Result<Option<Machine>, BackendError> {
+        if let Some(found) = self.cached(cluster, machine_id, now) {
+            return Ok(Some(found));
+        }
+        self.fetch(backend, cluster, project_id, machine_id, now).await
+    }
+
+    /// The machine's cached state, if it is still good enough at `now` (no metal-api call).
+    /// Always `None` with [`RefreshPolicy::PerMachine`].
+    pub fn cached(&self, cluster: &ObjectRef, machine_id: &str, now: Timestamp) -> Option<Machine> {
+        match self.policy {
+            RefreshPolicy::PerCluster { .. } => self.lookup(&cluster.key(), machine_id, now),
+            RefreshPolicy::PerMachine { .. } => None,
+        }
+    }
+
+    /// [`MachineCache::machine`] after a miss: reads metal-api and remembers the answer.
+    pub async fn fetch(
+        &self,
+        backend: &dyn MetalBackend,
+        cluster: &ObjectRef,
+        project_id: &str,
+        machine_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Machine>, BackendError> {
         let RefreshPolicy::PerCluster { shared_for, steady, .. } = self.policy else {
             return get(backend, machine_id).await;
         };
         let key = cluster.key();
-        if let Some(found) = self.lookup(&key, machine_id, now) {
-            return Ok(Some(found));
-        }
         let query = MachineQuery {
             tags: vec![tags::cluster_id_tag(cluster)],
             allocation_project: Some(project_id.to_string()),
@@ -264,6 +288,55 @@ impl MachineCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned cache only held stale reads; continuing with it is safe.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a machine reconcile asks of the shared [`MachineCache`]. The reconcilers take it as a
+/// trait object so that a trace can record the cache's answers and a replay can serve them
+/// (see [`crate::trace`]): concurrent reconciles share the cache, so its answers are inputs of
+/// a reconcile just like metal-api's.
+#[async_trait]
+pub trait CacheAccess: Send + Sync {
+    /// See [`MachineCache::machine`].
+    async fn machine(
+        &self,
+        backend: &dyn MetalBackend,
+        cluster: &ObjectRef,
+        project_id: &str,
+        machine_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Machine>, BackendError>;
+    /// See [`MachineCache::tagged`].
+    fn tagged(&self, cluster: &ObjectRef, tags: &[String]) -> Vec<Machine>;
+    /// See [`MachineCache::invalidate`].
+    fn invalidate(&self, cluster: &ObjectRef);
+    /// See [`MachineCache::next_look`].
+    fn next_look(&self, machine: &Machine, now: Timestamp) -> Duration;
+}
+
+#[async_trait]
+impl CacheAccess for MachineCache {
+    async fn machine(
+        &self,
+        backend: &dyn MetalBackend,
+        cluster: &ObjectRef,
+        project_id: &str,
+        machine_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Machine>, BackendError> {
+        MachineCache::machine(self, backend, cluster, project_id, machine_id, now).await
+    }
+
+    fn tagged(&self, cluster: &ObjectRef, tags: &[String]) -> Vec<Machine> {
+        MachineCache::tagged(self, cluster, tags)
+    }
+
+    fn invalidate(&self, cluster: &ObjectRef) {
+        MachineCache::invalidate(self, cluster);
+    }
+
+    fn next_look(&self, machine: &Machine, now: Timestamp) -> Duration {
+        MachineCache::next_look(self, machine, now)
     }
 }
 

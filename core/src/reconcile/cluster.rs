@@ -69,7 +69,8 @@ pub struct ClusterInput<'a> {
 }
 
 /// What to do with the cluster's MetalStackFirewall.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FirewallChild {
     #[default]
     Keep,
@@ -80,7 +81,7 @@ pub enum FirewallChild {
 }
 
 /// What the caller applies after a cluster reconcile.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct ClusterOutcome {
     /// False for externally managed clusters: the caller writes nothing.
     pub write_status: bool,

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// `Normal` or `Warning`, as Kubernetes Events know them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum EventType {
     Normal,
     Warning,
@@ -20,7 +20,7 @@ impl EventType {
 }
 
 /// Why an event was recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum EventReason {
     /// A machine, firewall, network or IP was allocated.
     Allocated,
@@ -80,7 +80,7 @@ impl fmt::Display for EventReason {
 }
 
 /// One Kubernetes Event. Messages name resources by id and never contain secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Event {
     pub type_: EventType,
     pub reason: EventReason,

@@ -4,9 +4,10 @@
 use crate::api::ApiEndpoint;
 use crate::secret::UserData;
 use crate::tags::ObjectRef;
+use serde::{Deserialize, Serialize};
 
 /// The CAPI Cluster that owns the infrastructure.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterFacts {
     /// The Cluster's name.
     pub name: String,
@@ -19,7 +20,7 @@ pub struct ClusterFacts {
 }
 
 /// The MetalStackCluster a machine or firewall belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetalClusterFacts {
     /// Namespace, name and UID of the MetalStackCluster: the cluster identity in tags.
     pub identity: ObjectRef,
@@ -30,7 +31,7 @@ pub struct MetalClusterFacts {
 }
 
 /// The CAPI Machine that owns a MetalStackMachine.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CapiMachineFacts {
     pub name: String,
     /// The Machine carries `cluster.x-k8s.io/control-plane`.

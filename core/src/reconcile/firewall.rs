@@ -45,7 +45,7 @@ pub struct FirewallInput<'a> {
 }
 
 /// What the caller applies after a firewall reconcile.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct FirewallOutcome {
     pub status: MetalStackFirewallStatus,
     /// `spec.providerID` to write (only when it was not set).

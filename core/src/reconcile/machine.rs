@@ -30,7 +30,7 @@ use crate::backend::MetalBackend;
 use crate::error::BackendError;
 use crate::metal::{Liveliness, Machine, MachineAllocateRequest, MachineRole, NetworkRequest, NetworkType};
 use crate::reconcile::allocation::Owner;
-use crate::reconcile::cache::MachineCache;
+use crate::reconcile::cache::CacheAccess;
 use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::{BootstrapData, CapiMachineFacts, ClusterFacts, MetalClusterFacts};
@@ -57,7 +57,7 @@ pub struct MachineInput<'a> {
 }
 
 /// What the caller applies after a machine reconcile.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct MachineOutcome {
     /// The complete new status.
     pub status: MetalStackMachineStatus,
@@ -88,7 +88,8 @@ const OUTCOME_UNKNOWN_RETRY: Duration = Duration::from_secs(2);
 /// Which machine reconciler runs: the correct one, or a deliberately broken one that the
 /// world simulator's explorer must catch (the canary). Only tests select a canary.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Variant {
     #[default]
     Correct,
@@ -100,7 +101,7 @@ pub enum Variant {
 pub async fn reconcile_machine(
     input: &MachineInput<'_>,
     backend: &dyn MetalBackend,
-    cache: &MachineCache,
+    cache: &dyn CacheAccess,
 ) -> MachineOutcome {
     reconcile_machine_variant(input, backend, cache, Variant::Correct).await
 }
@@ -110,7 +111,7 @@ pub async fn reconcile_machine(
 pub async fn reconcile_machine_variant(
     input: &MachineInput<'_>,
     backend: &dyn MetalBackend,
-    cache: &MachineCache,
+    cache: &dyn CacheAccess,
     variant: Variant,
 ) -> MachineOutcome {
     let mut status = input.metal_machine.status.clone().unwrap_or_default();
@@ -229,7 +230,7 @@ impl Run<'_, '_> {
         self.outcome.requeue = Some(retry);
     }
 
-    async fn reconcile(&mut self, backend: &dyn MetalBackend, cache: &MachineCache) {
+    async fn reconcile(&mut self, backend: &dyn MetalBackend, cache: &dyn CacheAccess) {
         let input = self.input;
         let (Some(_), Some(cluster), Some(metal_cluster)) =
             (input.capi_machine, input.cluster, input.metal_cluster)
@@ -269,7 +270,7 @@ impl Run<'_, '_> {
     async fn lookup(
         &mut self,
         backend: &dyn MetalBackend,
-        cache: &MachineCache,
+        cache: &dyn CacheAccess,
         owner: &Owner,
         provider_id: &str,
     ) -> Option<Machine> {
@@ -322,7 +323,7 @@ impl Run<'_, '_> {
     async fn acquire(
         &mut self,
         backend: &dyn MetalBackend,
-        cache: &MachineCache,
+        cache: &dyn CacheAccess,
         owner: &Owner,
         node_network_id: &str,
     ) -> Option<Machine> {
@@ -432,7 +433,7 @@ impl Run<'_, '_> {
     }
 
     /// Reports an allocated machine of ours: health, provisioning, addresses, location.
-    fn evaluate(&mut self, machine: &Machine, cache: &MachineCache) {
+    fn evaluate(&mut self, machine: &Machine, cache: &dyn CacheAccess) {
         let ready = MACHINE.report(&mut self.conditions, &mut self.outcome.events, machine);
         if ready {
             self.outcome.status.initialization = Some(Initialization::provisioned());
@@ -468,7 +469,7 @@ impl Run<'_, '_> {
         }
     }
 
-    async fn delete(&mut self, backend: &dyn MetalBackend, cache: &MachineCache) {
+    async fn delete(&mut self, backend: &dyn MetalBackend, cache: &dyn CacheAccess) {
         self.phase = phase::DELETING;
         let events = &mut self.outcome.events;
         if let Some(finalizer) =

@@ -28,7 +28,7 @@ mod lifecycle;
 mod status;
 
 pub use backoff::{Backoff, requeue_after};
-pub use cache::{MachineCache, RefreshPolicy};
+pub use cache::{CacheAccess, MachineCache, RefreshPolicy};
 pub use cluster::{ClusterInput, ClusterOutcome, FirewallChild, reconcile_cluster};
 pub use events::{Event, EventReason, EventType};
 pub use facts::{BootstrapData, CapiMachineFacts, ClusterFacts, MetalClusterFacts};
@@ -38,7 +38,8 @@ pub use machine::{MachineInput, MachineOutcome, reconcile_machine};
 use std::time::Duration;
 
 /// What happens to the object's finalizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinalizerAction {
     /// Leave it as it is.
     #[default]

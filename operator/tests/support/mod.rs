@@ -69,10 +69,17 @@ pub fn management_cluster() -> FakeApiServer {
 }
 
 pub fn datacenter(clock: &Clock) -> Sim {
+    datacenter_with(clock, 8)
+}
+
+/// The datacenter with `machines` machines (invariant checks off above a few hundred, as in
+/// release builds: they are quadratic).
+pub fn datacenter_with(clock: &Clock, machines: usize) -> Sim {
     SimBuilder::new()
         .seed(7)
         .start(clock.now())
-        .partition(PartitionSpec::mini_lab(PARTITION, 8))
+        .check_invariants(machines <= 64 && cfg!(debug_assertions))
+        .partition(PartitionSpec::mini_lab(PARTITION, machines))
         .provisioning(ProvisioningTimes { provisioning: PROVISIONING, ..ProvisioningTimes::default() })
         .build()
 }
@@ -86,6 +93,7 @@ pub fn settings(clock: Clock) -> Settings {
         leader_namespace: "capms-system".to_string(),
         allocations_per_partition_max: 5,
         clock,
+        record_trace: None,
     }
 }
 
@@ -97,8 +105,13 @@ impl Env {
     }
 
     pub async fn start_on(api: FakeApiServer) -> Env {
+        Env::start_sized(api, 8).await
+    }
+
+    /// [`Env::start_on`] with a datacenter of `machines` machines.
+    pub async fn start_sized(api: FakeApiServer, machines: usize) -> Env {
         let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
-        let sim = datacenter(&clock);
+        let sim = datacenter_with(&clock, machines);
         drive_sim(sim.clone(), clock.clone());
         let backend: Arc<dyn capms_core::MetalBackend> =
             Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
@@ -113,6 +126,30 @@ impl Env {
         default_backend: Option<Arc<dyn capms_core::MetalBackend>>,
         clock: Clock,
     ) -> Env {
+        let settings = settings(clock);
+        Env::start_with_settings(api, sim, default_backend, settings).await
+    }
+
+    /// A datacenter of 8 machines and the manager recording a trace to `trace` (trace tests).
+    pub async fn start_recording(trace: &std::path::Path) -> Env {
+        let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
+        let sim = datacenter_with(&clock, 8);
+        drive_sim(sim.clone(), clock.clone());
+        let backend: Arc<dyn capms_core::MetalBackend> =
+            Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
+        let mut settings = settings(clock);
+        let trace = capms_operator::trace::TraceSettings { path: trace.to_path_buf(), max_bytes: u64::MAX };
+        settings.record_trace = Some(trace);
+        Env::start_with_settings(management_cluster(), sim, Some(backend), settings).await
+    }
+
+    /// [`Env::start_with`] with the manager's settings given.
+    pub async fn start_with_settings(
+        api: FakeApiServer,
+        sim: Sim,
+        default_backend: Option<Arc<dyn capms_core::MetalBackend>>,
+        settings: Settings,
+    ) -> Env {
         let backend = default_backend;
         let client = api.client();
         let metrics = Arc::new(Metrics::new());
@@ -121,7 +158,7 @@ impl Env {
             let _ = stopped.await;
         };
         let manager =
-            tokio::spawn(manager::run(client.clone(), backend, settings(clock), metrics.clone(), shutdown));
+            tokio::spawn(manager::run(client.clone(), backend, settings, metrics.clone(), shutdown));
         Env { api, client, sim, metrics, stop: Some(stop), manager }
     }
 

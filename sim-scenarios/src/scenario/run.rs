@@ -146,6 +146,7 @@ impl ScenarioRun {
     /// violations than `allowed_violations`.
     pub fn step(&mut self, index: usize, step: &Step, allowed_violations: u64) -> Result<(), String> {
         self.world.note(&format!("step {}: {}", index + 1, step.text));
+        self.world.mark(&step.text); // report hook: a step marker when recording
         execute(&mut self.world, &mut self.state, step)?;
         check_violations(&self.world, allowed_violations)
     }
@@ -174,7 +175,18 @@ pub fn run_scenario_with(
     seed_override: Option<u64>,
     config: OperatorConfig,
 ) -> ScenarioReport {
-    let mut run = ScenarioRun::with_config(scenario, seed_override, config);
+    ScenarioRun::with_config(scenario, seed_override, config).play(scenario).0
+}
+
+impl ScenarioRun {
+    /// Plays every step of `scenario` and reports; hands the run back for tools that look at
+    /// its world afterwards (the HTML report, `report.rs`).
+    pub fn play(self, scenario: &Scenario) -> (ScenarioReport, ScenarioRun) {
+        play(scenario, self)
+    }
+}
+
+fn play(scenario: &Scenario, mut run: ScenarioRun) -> (ScenarioReport, ScenarioRun) {
     let mut failure = None;
     let mut steps_passed = 0;
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -192,7 +204,7 @@ pub fn run_scenario_with(
         failure = check_expectations(scenario, &leaks, &duplicates);
     }
     let event_log = if failure.is_some() { world.sim.event_log() } else { Vec::new() };
-    ScenarioReport {
+    let report = ScenarioReport {
         name: scenario.name.clone(),
         file: scenario.file.clone(),
         seed: run.seed,
@@ -207,7 +219,8 @@ pub fn run_scenario_with(
         metal_api_calls: world.sim.calls().values().sum(),
         reconciles: world.operator_stats().reconciles,
         event_log,
-    }
+    };
+    (report, run)
 }
 
 fn check_violations(world: &World, allowed: u64) -> Result<(), String> {
