@@ -97,9 +97,9 @@ enum Command {
         #[arg(long, requires = "to_scenario")]
         shrink: bool,
         /// Replay with the deliberately broken machine reconciler (tests of divergence
-        /// reports).
-        #[arg(long, hide = true, value_parser = ["correct", "canary"], default_value = "correct")]
-        variant: String,
+        /// reports); default: the one the trace names.
+        #[arg(long, hide = true, value_parser = ["correct", "canary"])]
+        variant: Option<String>,
     },
     /// Benchmark capms's refresh policy against the Go provider's (a GET per machine every
     /// 30 s): lifecycles per second of the simulation, metal-api calls per machine, reads until
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args.listen, args.options()),
         Command::Replay { trace, to_scenario, shrink, variant } => capms_sim_scenarios::replay::cli(
             &trace,
-            &capms_sim_scenarios::replay::ReplayOptions::new(to_scenario, shrink, &variant),
+            &capms_sim_scenarios::replay::ReplayOptions::new(to_scenario, shrink, variant.as_deref()),
         ),
         Command::Bench { clusters, runs, seed } => {
             capms_sim_scenarios::bench::cli(capms_sim_scenarios::bench::BenchOptions { clusters, runs, seed })

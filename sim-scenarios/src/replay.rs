@@ -62,9 +62,26 @@ pub fn record_scenario(
     let seed = run.seed;
     run.world.record_trace(buffer.clone());
     let (report, _) = run.play(scenario);
-    let source = format!("capms-sim run {} --seed {seed}", scenario.file);
+    let source = format!("capms-sim run {} --seed {seed}{}", scenario.file, variant_note(config.variant));
     let text = buffer.text(&Header::new(source))?;
     Ok((report, text))
+}
+
+/// Marks the header of a trace recorded with the test-only canary reconciler, so that its
+/// replay and its derived scenario use the reconciler that produced it.
+const CANARY_NOTE: &str = " (canary machine reconciler)";
+
+fn variant_note(variant: Variant) -> &'static str {
+    match variant {
+        Variant::Correct => "",
+        Variant::CanaryWithoutAdoption => CANARY_NOTE,
+    }
+}
+
+/// The machine reconciler a trace was recorded with, as its header says (traces of
+/// `capms-manager` and of `capms-sim run` use the correct one).
+pub fn recorded_variant(header: &Header) -> Variant {
+    if header.source.ends_with(CANARY_NOTE) { Variant::CanaryWithoutAdoption } else { Variant::Correct }
 }
 
 /// What a faithful replay did.
@@ -145,8 +162,9 @@ pub struct ReplayOptions {
     pub to_scenario: Option<std::path::PathBuf>,
     /// With `to_scenario`: remove steps not needed to reproduce the failure.
     pub shrink: bool,
-    /// The machine reconciler to replay with (only tests and the hidden flag pick a canary).
-    pub variant: Variant,
+    /// The machine reconciler to replay with (only tests and the hidden flag pick a canary);
+    /// `None`: the one the trace's header names ([`recorded_variant`]).
+    pub variant: Option<Variant>,
 }
 
 /// `capms-sim replay`: exit 0 faithful (or scenario written), 1 divergence, 2 unreadable or
@@ -163,22 +181,29 @@ pub fn cli(path: &Path, options: &ReplayOptions) -> ExitCode {
     if let Some(out) = &options.to_scenario {
         return write_scenario(path, &text, out, options);
     }
-    match replay_text(&text, options.variant) {
+    let trace = match trace::parse_trace(&text) {
+        Ok(trace) => trace,
+        Err(error) => {
+            eprintln!("replay: {} is not a valid capms trace: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let variant = options.variant.unwrap_or_else(|| recorded_variant(&trace.header));
+    match replay_trace(&trace, variant) {
         Ok(summary) => {
             println!("{}: {summary}", path.display());
             ExitCode::SUCCESS
         }
-        Err(ReplayError::Invalid(error)) => {
-            eprintln!("replay: {} is not a valid capms trace: {error}", path.display());
-            ExitCode::from(2)
-        }
-        Err(ReplayError::Diverged(divergence)) => {
+        Err(divergence) => {
             eprintln!("{}: {divergence}", path.display());
             ExitCode::FAILURE
         }
     }
 }
 
+/// `--to-scenario`: 0 written (and, when the trace shows a failure, reproducing it), 1 the trace
+/// shows a failure that no seed tried reproduces (the derived scenario is written anyway), 2
+/// the trace cannot be read or the file cannot be written.
 #[allow(clippy::print_stdout, reason = "the command-line report of a replay")]
 fn write_scenario(path: &Path, text: &str, out: &Path, options: &ReplayOptions) -> ExitCode {
     let trace = match trace::parse_trace(text) {
@@ -189,22 +214,43 @@ fn write_scenario(path: &Path, text: &str, out: &Path, options: &ReplayOptions) 
         }
     };
     let name = out.file_name().map_or_else(|| "trace.yaml".to_string(), |n| n.to_string_lossy().into_owned());
-    let config = OperatorConfig { variant: options.variant, ..OperatorConfig::default() };
-    let derived = match to_scenario::derive(&trace, &path.display().to_string()) {
+    let variant = options.variant.unwrap_or_else(|| recorded_variant(&trace.header));
+    let config = OperatorConfig { variant, ..OperatorConfig::default() };
+    let derived = match to_scenario::derive_reproducing(&trace, &path.display().to_string(), config, None) {
         Ok(derived) => derived,
         Err(error) => {
             eprintln!("replay: cannot derive a scenario from {}: {error}", path.display());
             return ExitCode::from(2);
         }
     };
-    let scenario = if options.shrink { to_scenario::shrink(&name, &derived, config) } else { Ok(derived) };
-    let scenario = match scenario {
-        Ok(scenario) => scenario,
-        Err(error) => {
-            eprintln!("replay: {error}");
-            return ExitCode::from(2);
+    let mut scenario = derived.text.clone();
+    match (&derived.failure, &derived.reproduction) {
+        (Some(failure), Some(reproduction)) => {
+            println!(
+                "the trace shows: {}\nreproduced with seed {} (after {} runs): {}",
+                failure.description, reproduction.seed, derived.runs, reproduction.reason
+            );
+            if options.shrink {
+                match to_scenario::shrink(&name, &scenario, config) {
+                    Ok(shrunk) => scenario = shrunk,
+                    Err(error) => {
+                        eprintln!("replay: {error}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
         }
-    };
+        (Some(failure), None) => eprintln!(
+            "replay: the trace shows: {}\nbut none of the {} seeds tried reproduces it with the derived scenario; writing it anyway (not shrunk)",
+            failure.description, derived.runs
+        ),
+        (None, _) if options.shrink => {
+            eprintln!(
+                "replay: the trace shows no failure: nothing to shrink, writing the scenario as derived"
+            );
+        }
+        (None, _) => {}
+    }
     if let Err(error) = std::fs::write(out, scenario) {
         eprintln!("replay: cannot write {}: {error}", out.display());
         return ExitCode::from(2);
@@ -214,13 +260,19 @@ fn write_scenario(path: &Path, text: &str, out: &Path, options: &ReplayOptions) 
         out.display(),
         out.display()
     );
-    ExitCode::SUCCESS
+    if derived.unreproduced() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 impl ReplayOptions {
-    /// Options from the command line; `variant` is `correct` or `canary`.
-    pub fn new(to_scenario: Option<std::path::PathBuf>, shrink: bool, variant: &str) -> Self {
-        let variant = if variant == "canary" { Variant::CanaryWithoutAdoption } else { Variant::Correct };
+    /// Options from the command line; `variant` is `correct`, `canary` or not given (the one
+    /// the trace names).
+    pub fn new(to_scenario: Option<std::path::PathBuf>, shrink: bool, variant: Option<&str>) -> Self {
+        let variant =
+            variant.map(
+                |variant| {
+                    if variant == "canary" { Variant::CanaryWithoutAdoption } else { Variant::Correct }
+                },
+            );
         ReplayOptions { to_scenario, shrink, variant }
     }
 }

@@ -7,14 +7,19 @@
 //! machine, how many control-plane and worker objects it had before the first one was deleted,
 //! whether it had a firewall and when it was deleted; per metal-api operation the share of
 //! transient, conflict and auth failures and of lost answers, and refused parallel
-//! allocations, each over the window in which they were seen. Operator faults (crashes, stale
-//! reads, lost status writes, a second replica), machine deaths, rolls, scaling and
-//! provisioning times do not show in a trace and take the scenario defaults.
+//! allocations, each over the window in which they were seen; a lagging informer; the shortest
+//! provisioning time. Other operator faults (crashes, lost status writes, a second replica),
+//! machine deaths, rolls and scaling do not show in a trace and take the scenario defaults.
+//!
+//! The world's random choices are not in a trace, so a failure the trace shows (two machines
+//! for one object, [`failure_seen`]) is brought back by a bounded seed search
+//! ([`derive_reproducing`], at most [`SEED_SEARCH_MAX`] runs).
 
 use crate::explore;
 use crate::operator::OperatorConfig;
 use crate::scenario::{Scenario, format_duration, run_scenario_with};
 use capms_core::api::capi;
+use capms_core::reconcile::machine::Variant;
 use capms_core::trace::{Answer, Call, Input, Record, Trace};
 use capms_core::{ErrorKind, Operation, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -230,6 +235,12 @@ impl Seen {
         let Answer::Error(error) = answer else { return };
         let class = match error.kind() {
             _ if error.outcome_unknown() => FaultClass::LostResponses,
+            // A transient answer with a 4xx status is the datacenter's state speaking (a network
+            // that still has IPs), which the scenario's world gives again by itself; only
+            // answers without a status or with a server error are injected-like faults.
+            ErrorKind::Transient if error.status().is_some_and(|status| status < 500 && status != 429) => {
+                return;
+            }
             ErrorKind::Transient => FaultClass::ErrorRate(*operation),
             ErrorKind::Conflict => FaultClass::Conflicts(*operation),
             ErrorKind::Auth => FaultClass::AuthErrors(*operation),
@@ -435,15 +446,251 @@ fn images(clusters: &[(&String, &ClusterSeen)]) -> Vec<String> {
     images.into_iter().collect()
 }
 
+/// How many runs `--to-scenario` may spend looking for a seed that reproduces the recorded
+/// failure (the recorded seed first, then 0, 1, 2, ...): put a limit on everything.
+pub const SEED_SEARCH_MAX: u64 = 64;
+
+/// A failure that a trace shows by itself, and its kind as [`explore::kind`] names the
+/// scenario runner's report of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureSeen {
+    pub kind: String,
+    pub description: String,
+}
+
+/// Machines allocated for one object (by UID) and not known to be released.
+#[derive(Debug, Default)]
+struct Held {
+    object: String,
+    machines: BTreeSet<String>,
+    /// An allocation whose answer was lost, and no search for the object's machines since.
+    lost: bool,
+}
+
+/// The failure the trace shows: an object that was allocated a second machine while the trace
+/// never showed its first one released (by a `freeMachine`, an answer without allocation or a
+/// not-found), or right after an allocation whose answer was lost without a search in between.
+/// That is what the world's duplicate check catches (`duplicate_allocations`); other failures
+/// (leaks, clusters that never get ready) do not show unambiguously in a trace.
+pub fn failure_seen(trace: &Trace) -> Option<FailureSeen> {
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    for record in &trace.records {
+        let object = match &record.input {
+            Input::Machine(input) => {
+                let meta = &input.metal_machine.metadata;
+                let uid = meta.uid.clone().unwrap_or_default();
+                let name = format!(
+                    "{}/{}",
+                    meta.namespace.as_deref().unwrap_or("default"),
+                    meta.name.as_deref().unwrap_or_default()
+                );
+                held.entry(uid.clone()).or_default().object = name;
+                Some(uid)
+            }
+            _ => None,
+        };
+        for call in &record.calls {
+            if let Some(seen) = allocation_call(&mut held, object.as_deref(), call, record.input.now()) {
+                return Some(seen);
+            }
+        }
+    }
+    None
+}
+
+fn allocation_call(
+    held: &mut BTreeMap<String, Held>,
+    object: Option<&str>,
+    call: &Call,
+    now: Timestamp,
+) -> Option<FailureSeen> {
+    let (operation, request, answer) = match call {
+        Call::Backend { operation, request, answer } => (*operation, request.json(), answer),
+        Call::CacheTagged { .. } => {
+            // The reconcile looked for the object's machines.
+            if let Some(entry) = object.and_then(|uid| held.get_mut(uid)) {
+                entry.lost = false;
+            }
+            return None;
+        }
+        _ => return None,
+    };
+    let requested = request.get("id").and_then(|id| id.as_str());
+    match (operation, answer) {
+        (Operation::FindMachines, _) => {
+            if let Some(entry) = object.and_then(|uid| held.get_mut(uid)) {
+                entry.lost = false;
+            }
+        }
+        (Operation::AllocateMachine, Answer::Error(error)) if error.outcome_unknown() => {
+            if let Some(entry) = object.and_then(|uid| held.get_mut(uid)) {
+                entry.lost = true;
+            }
+        }
+        (Operation::FreeMachine, Answer::Ok(_)) => release(held, requested?),
+        (_, Answer::Error(error)) if error.status() == Some(404) => release(held, requested?),
+        _ => {}
+    }
+    let Answer::Ok(value) = answer else { return None };
+    let value = value.json();
+    for machine in value.as_array().map_or_else(|| vec![value], |list| list.iter().collect()) {
+        if machine.get("allocation").is_some_and(serde_json::Value::is_null)
+            && let Some(id) = machine.get("id").and_then(|id| id.as_str())
+        {
+            release(held, id);
+        }
+    }
+    if operation != Operation::AllocateMachine {
+        return None;
+    }
+    let machine = value.get("id").and_then(|id| id.as_str())?;
+    let entry = held.get_mut(object?)?;
+    let earlier: Vec<&String> = entry.machines.iter().filter(|id| *id != machine).collect();
+    let seen = if let Some(first) = earlier.first() {
+        Some(format!(
+            "{} was allocated machine {machine} at {now} while its machine {first} was still allocated",
+            entry.object
+        ))
+    } else if entry.lost {
+        Some(format!(
+            "{} was allocated machine {machine} at {now} after an allocation whose answer was lost, without looking for it",
+            entry.object
+        ))
+    } else {
+        None
+    };
+    entry.machines.insert(machine.to_string());
+    entry.lost = false;
+    seen.map(|description| FailureSeen { kind: "two machines".to_string(), description })
+}
+
+fn release(held: &mut BTreeMap<String, Held>, machine: &str) {
+    for entry in held.values_mut() {
+        entry.machines.remove(machine);
+    }
+}
+
+/// A seed with which the derived scenario fails like the trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reproduction {
+    pub seed: u64,
+    /// The scenario runner's reason.
+    pub reason: String,
+}
+
+/// A scenario derived from a trace, with the seed search's result.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The scenario text: with the reproducing seed when one was found, else as derived.
+    pub text: String,
+    /// The failure looked for (the caller's, else the one the trace shows).
+    pub failure: Option<FailureSeen>,
+    /// The seed that reproduces it, if any of the seeds tried did.
+    pub reproduction: Option<Reproduction>,
+    /// Runs spent searching.
+    pub runs: u64,
+}
+
+impl Derived {
+    /// The trace shows a failure (or the caller named one) and no seed reproduced it.
+    pub fn unreproduced(&self) -> bool {
+        self.failure.is_some() && self.reproduction.is_none()
+    }
+}
+
+/// [`derive`], then, when the trace shows a failure (or `wanted` names a kind, as
+/// [`explore::kind`] does), the seed search: the recorded seed first, then 0, 1, 2, ... up to
+/// [`SEED_SEARCH_MAX`] runs in all, each through the runner of `capms-sim run` with the
+/// operator model `config` (the reconciler that was recorded). The first seed whose run fails
+/// with the same kind of failure is written into the scenario. Deterministic: the same trace
+/// and config give the same text.
+pub fn derive_reproducing(
+    trace: &Trace,
+    source: &str,
+    config: OperatorConfig,
+    wanted: Option<&str>,
+) -> Result<Derived, String> {
+    let text = derive(trace, source)?;
+    let failure = match wanted {
+        Some(kind) => {
+            Some(FailureSeen { kind: kind.to_string(), description: format!("a failure of kind {kind:?}") })
+        }
+        None => failure_seen(trace),
+    };
+    let Some(failure) = failure else {
+        return Ok(Derived { text, failure: None, reproduction: None, runs: 0 });
+    };
+    let scenario = Scenario::parse("derived.yaml", &text)
+        .map_err(|error| format!("the derived scenario does not parse: {error}"))?;
+    let recorded = scenario.seed;
+    let candidates = recorded.into_iter().chain((0..).filter(|seed| Some(*seed) != recorded));
+    let mut runs = 0;
+    for seed in candidates.take(SEED_SEARCH_MAX as usize) {
+        runs += 1;
+        let report = run_scenario_with(&scenario, Some(seed), config);
+        let Some(reason) = failure_reason(&report) else { continue };
+        if explore::kind(&reason) == failure.kind {
+            let text = with_seed(&text, seed, &failure, recorded, config);
+            let reproduction = Some(Reproduction { seed, reason });
+            return Ok(Derived { text, failure: Some(failure), reproduction, runs });
+        }
+    }
+    Ok(Derived { text, failure: Some(failure), reproduction: None, runs })
+}
+
+/// The runner's failure: the step (or `expect`) and why, which [`explore::kind`] reads.
+fn failure_reason(report: &crate::scenario::ScenarioReport) -> Option<String> {
+    let failure = report.failure.as_ref()?;
+    Some(format!("{}: {}", failure.text, failure.reason))
+}
+
+/// `text` with `seed:` set to `seed` and a comment saying why.
+fn with_seed(
+    text: &str,
+    seed: u64,
+    failure: &FailureSeen,
+    recorded: Option<u64>,
+    config: OperatorConfig,
+) -> String {
+    let recorded =
+        recorded.map_or_else(|| "the trace names no seed".to_string(), |r| format!("recorded seed {r}"));
+    let reconciler = match config.variant {
+        Variant::Correct => String::new(),
+        Variant::CanaryWithoutAdoption => {
+            " with the test-only canary machine reconciler (OperatorConfig.variant; the correct one passes)"
+                .to_string()
+        }
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("seed: ") {
+            continue;
+        }
+        if line.starts_with("datacenter:") {
+            let _ = writeln!(
+                out,
+                "# seed {seed}: the first seed ({recorded}, then 0, 1, ...) that fails like the trace{reconciler}:"
+            );
+            let description: String =
+                failure.description.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let _ = writeln!(out, "# {description}");
+            let _ = writeln!(out, "seed: {seed}");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Removes steps of a derived scenario that are not needed to reproduce its failure (with the
-/// operator model `config`). A scenario that does not fail is an error: nothing to keep.
+/// operator model `config`, and the scenario's own seed). A scenario that does not fail is an
+/// error: nothing to keep.
 pub fn shrink(name: &str, text: &str, config: OperatorConfig) -> Result<String, String> {
     let scenario = Scenario::parse(name, text)
         .map_err(|error| format!("the derived scenario does not parse: {error}"))?;
     let report = run_scenario_with(&scenario, None, config);
-    let Some(failure) = &report.failure else {
+    let Some(reason) = failure_reason(&report) else {
         return Err("the derived scenario passes: there is no failure to shrink to".to_string());
     };
-    let reason = format!("step {:?} ({}): {}", failure.step, failure.text, failure.reason);
     explore::shrink(name, text, explore::kind(&reason), config)
 }
