@@ -1,0 +1,37 @@
+//! `--leader-elect`: the manager takes the Lease `capms-manager-leader` before it reconciles.
+
+mod support;
+
+use capms_core::Timestamp;
+use capms_core::api::MetalStackMachine;
+use capms_operator::clock::{Clock, drive_sim};
+use capms_operator::manager::LEASE_NAME;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use std::sync::Arc;
+use support::{Capi, Env, is_provisioned, management_cluster, objects};
+
+#[tokio::test(start_paused = true)]
+async fn an_elected_manager_holds_the_lease_and_reconciles() {
+    let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
+    let sim = support::datacenter(&clock);
+    drive_sim(sim.clone(), clock.clone());
+    let backend: Arc<dyn capms_core::MetalBackend> =
+        Arc::new(sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate)));
+    let mut settings = support::settings(clock);
+    settings.leader_elect = true;
+    let env = Env::start_with_settings(management_cluster(), sim, Some(backend), settings).await;
+    let capi = Capi { env: &env };
+    let cluster = capi.create_cluster("lead", false, false).await;
+    capi.create_machine(&cluster, "lead-md-0", false).await;
+    capi.wait_and_sync_cluster("lead").await;
+    env.wait("the machine is provisioned by the leader", |api| {
+        objects::<MetalStackMachine>(api).iter().all(is_provisioned)
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "capms-system");
+    let lease = leases.get(LEASE_NAME).await.expect("the Lease exists");
+    let holder = lease.spec.and_then(|spec| spec.holder_identity).unwrap_or_default();
+    assert!(!holder.is_empty(), "the Lease names its holder");
+    env.stop().await.expect("the manager stops cleanly");
+}
