@@ -1,28 +1,52 @@
 //! The command line of `capms-manager`: flags and environment compatible with the Go provider
 //! (`METAL_API_URL`, `METAL_API_HMAC`, `METAL_API_HMAC_AUTH_TYPE`), plus `METAL_API_TOKEN`.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use capms_core::secret::SecretString;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// `capms-manager`: the Cluster API infrastructure provider for metal-stack.
 ///
-/// Without a subcommand it runs the controllers for MetalStackCluster, MetalStackMachine and
-/// MetalStackFirewall against the management cluster of the current kubeconfig (or the
-/// in-cluster service account) and metal-api.
+/// `capms-manager run` (or flags without a subcommand, as the Go provider is started) runs the
+/// controllers for MetalStackCluster, MetalStackMachine and MetalStackFirewall against the
+/// management cluster of the current kubeconfig (or the in-cluster service account) and
+/// metal-api. `capms-manager run --help` lists its flags and environment variables.
 #[derive(Parser, Debug)]
-#[command(name = "capms-manager", version, args_conflicts_with_subcommands = true)]
+#[command(name = "capms-manager", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub run: RunArgs,
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses `args`; flags without a subcommand mean `run` (Go-provider style invocations), and
+    /// so does a bare `--help`, which therefore documents every flag and environment variable.
+    /// Only `run` reads the run flags' environment, so a bad run setting never breaks `crds`.
+    pub fn parse_from_env_args(args: impl IntoIterator<Item = OsString>) -> Cli {
+        let mut args: Vec<OsString> = args.into_iter().collect();
+        let first = args.get(1).and_then(|arg| arg.to_str()).map(str::to_string);
+        let implicit_run = match first.as_deref() {
+            None => true,
+            Some("-V" | "--version") => false,
+            Some(flag) => flag.starts_with('-'),
+        };
+        if implicit_run {
+            args.insert(1.min(args.len()), OsString::from("run"));
+        }
+        Cli::parse_from(args)
+    }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the controllers (the same as no subcommand; the Deployment uses it explicitly).
+    /// Run the controllers (the default when only flags are given).
+    #[command(after_help = "Other commands: `capms-manager crds` prints the CRDs; `capms-manager manifests \
+        [--out DIR] [--version V]` prints the clusterctl artifacts or writes a local clusterctl repository; \
+        `capms-manager help` lists the commands.")]
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML (`capms-manager crds | kubectl apply -f -`).
     Crds,
@@ -62,29 +86,30 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Metal, env = "CAPMS_BACKEND")]
     pub backend: BackendKind,
 
-    /// metal-api's URL including any path prefix, e.g. http://metal.172.17.0.1.nip.io:8080/metal
-    /// (mini-lab). Needed for --backend metal unless every cluster names credentials.
+    /// metal-api's URL including any path prefix, e.g. http://api.172.17.0.1.nip.io:8080/metal
+    /// (mini-lab). Required for --backend metal; clusters with spec.credentialsRef use their own.
     #[arg(long = "metal-api-url", env = "METAL_API_URL", value_name = "URL")]
     pub metal_api_url: Option<String>,
 
     /// HMAC key for metal-api (the Go provider's variable). Never logged.
-    #[arg(long = "metal-api-hmac", env = "METAL_API_HMAC", value_name = "KEY", hide_env_values = true)]
-    pub metal_api_hmac: Option<String>,
+    #[arg(long = "metal-api-hmac", env = "METAL_API_HMAC", value_name = "KEY", hide_env_values = true, value_parser = secret)]
+    pub metal_api_hmac: Option<SecretString>,
 
-    /// HMAC auth type: Metal-View, Metal-Edit or Metal-Admin.
+    /// HMAC auth type: Metal-View, Metal-Edit or Metal-Admin (empty: Metal-Edit).
     #[arg(long = "metal-api-hmac-auth-type", env = "METAL_API_HMAC_AUTH_TYPE", default_value = "Metal-Edit")]
     pub metal_api_hmac_auth_type: String,
 
     /// Bearer token for metal-api, instead of an HMAC key. Never logged.
-    #[arg(long = "metal-api-token", env = "METAL_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-    pub metal_api_token: Option<String>,
+    #[arg(long = "metal-api-token", env = "METAL_API_TOKEN", value_name = "TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metal_api_token: Option<SecretString>,
 
     /// PEM file of CA certificates to trust for metal-api (in addition to the system's).
     #[arg(long = "metal-api-ca-file", env = "METAL_API_CA_FILE", value_name = "FILE")]
     pub metal_api_ca_file: Option<PathBuf>,
 
     /// Skip TLS verification of metal-api. Insecure; for test setups only.
-    #[arg(long = "metal-api-insecure-skip-tls-verify", env = "METAL_API_INSECURE_SKIP_TLS_VERIFY")]
+    #[arg(long = "metal-api-insecure-skip-tls-verify", env = "METAL_API_INSECURE_SKIP_TLS_VERIFY", action = ArgAction::Set,
+        num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub metal_api_insecure: bool,
 
     /// Watch only this namespace (default: all namespaces).
@@ -103,8 +128,10 @@ pub struct RunArgs {
     #[arg(long = "health-probe-bind-address", default_value = ":8081")]
     pub health_probe_bind_address: String,
 
-    /// Run the controllers only while holding the Lease capms-manager-leader (for replicas > 1).
-    #[arg(long = "leader-elect")]
+    /// Run the controllers only while holding the Lease capms-manager-leader (for replicas > 1
+    /// and rolling updates). `--leader-elect=true|false` works too.
+    #[arg(long = "leader-elect", action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+        default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub leader_elect: bool,
 
     /// Namespace of the leader-election Lease (default: the pod's namespace from
@@ -151,6 +178,11 @@ pub struct RunArgs {
     pub record_trace_max_bytes: u64,
 }
 
+/// A secret flag value, redacted in `Debug` from the moment it is parsed.
+fn secret(text: &str) -> Result<SecretString, String> {
+    Ok(SecretString::new(text))
+}
+
 /// Parses "2s", "5m", "1h 30m" or ISO 8601 ("PT2S").
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let parsed: jiff::SignedDuration =
@@ -170,6 +202,41 @@ pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::parse_from_env_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn flags_without_a_subcommand_mean_run_and_go_style_booleans_work() {
+        let Command::Run(args) =
+            parse(&["capms-manager", "--leader-elect=true", "--metal-api-insecure-skip-tls-verify"]).command
+        else {
+            panic!("flags alone mean run");
+        };
+        assert!(args.leader_elect);
+        assert!(args.metal_api_insecure);
+        let Command::Run(args) =
+            parse(&["capms-manager", "run", "--leader-elect", "--concurrency", "3"]).command
+        else {
+            panic!("run parses");
+        };
+        assert!(args.leader_elect && args.concurrency == 3);
+        assert!(matches!(parse(&["capms-manager", "crds"]).command, Command::Crds));
+    }
+
+    #[test]
+    fn secret_flags_are_redacted_in_debug() {
+        let cli = parse(&[
+            "capms-manager",
+            "--metal-api-hmac",
+            "very-secret-hmac",
+            "--metal-api-token",
+            "very-secret-token",
+        ]);
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("very-secret-hmac") && !debug.contains("very-secret-token"), "{debug}");
+    }
 
     #[test]
     fn go_style_bind_addresses_parse() {

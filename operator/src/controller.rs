@@ -427,8 +427,15 @@ where
 {
     stream
         .for_each(|result| async move {
+            use kube::runtime::controller::Error;
             match result {
                 Ok((object, _)) => tracing::debug!(kind, object = %object, "reconciled"),
+                // A failing watch (RBAC, a CRD version the apiserver does not serve) means
+                // nothing is reconciled: say so loudly. Reconciler errors are logged by
+                // `error_policy`; a vanished object is routine.
+                Err(error @ (Error::QueueError(_) | Error::RunnerError(_))) => {
+                    tracing::warn!(kind, %error, "watching failed")
+                }
                 Err(error) => tracing::debug!(kind, %error, "reconcile did not finish"),
             }
         })
@@ -464,28 +471,46 @@ where
     );
 }
 
-/// Checks that the CRDs the controllers watch are installed; says how to install them if not.
+/// Checks that the CRDs the controllers watch are installed and serve the versions capms
+/// reads; says how to install them if not.
 pub async fn check_crds(client: &Client) -> Result<(), String> {
+    let ours = [MetalStackCluster::crd_name(), MetalStackMachine::crd_name(), MetalStackFirewall::crd_name()];
+    let capi = [Cluster::crd_name(), Machine::crd_name()];
+    let missing_ours = missing_crds(client, &ours, capms_core::api::VERSION).await?;
+    let missing_capi = missing_crds(client, &capi, capi::VERSION).await?;
+    let mut problems = Vec::new();
+    if !missing_capi.is_empty() {
+        problems.push(format!(
+            "Cluster API's CRDs serving {} are not installed ({}): install Cluster API v1.11 or newer with `clusterctl init`",
+            capi::VERSION,
+            missing_capi.join(", ")
+        ));
+    }
+    if !missing_ours.is_empty() {
+        problems.push(format!(
+            "capms's CRDs are not installed ({}): `clusterctl init --infrastructure metalstack`, or `capms-manager crds | kubectl apply -f -`",
+            missing_ours.join(", ")
+        ));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+/// The CRDs among `names` that are absent or do not serve `version`.
+async fn missing_crds(client: &Client, names: &[String], version: &str) -> Result<Vec<String>, String> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let ours = [MetalStackCluster::crd_name(), MetalStackMachine::crd_name(), MetalStackFirewall::crd_name()];
-    let capi = ["clusters.cluster.x-k8s.io", "machines.cluster.x-k8s.io"];
     let mut missing = Vec::new();
-    for name in ours.iter().map(String::as_str).chain(capi) {
-        match api.get_opt(name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => missing.push(name.to_string()),
-            Err(error) => return Err(format!("cannot read CustomResourceDefinitions: {error}")),
+    for name in names {
+        let crd = api
+            .get_opt(name)
+            .await
+            .map_err(|error| format!("cannot read CustomResourceDefinitions: {error}"))?;
+        let serves = crd.is_some_and(|crd| crd.spec.versions.iter().any(|v| v.name == version && v.served));
+        if !serves {
+            missing.push(format!("{name} {version}"));
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "CRDs not installed: {}; install Cluster API and capms with `clusterctl init --infrastructure metalstack`, \
-         or capms's CRDs alone with `capms-manager crds | kubectl apply -f -`",
-        missing.join(", ")
-    ))
+    Ok(missing)
 }
 
 /// The CRD name of a kind (`<plural>.<group>`).

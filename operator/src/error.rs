@@ -31,6 +31,7 @@ impl OperatorError {
         match self {
             OperatorError::Kubernetes(kube::Error::Api(status)) if status.code == 409 => "conflict",
             OperatorError::Kubernetes(kube::Error::Api(status)) if status.code == 404 => "not_found",
+            OperatorError::Kubernetes(kube::Error::Api(status)) if status.code == 422 => "invalid",
             OperatorError::Kubernetes(_) => "kubernetes",
             OperatorError::Conflict => "conflict",
             OperatorError::NoCredentials | OperatorError::Credentials { .. } => "auth",
@@ -43,14 +44,20 @@ impl OperatorError {
     pub fn retry_after(&self) -> Duration {
         match self.class() {
             "conflict" | "not_found" => Duration::from_millis(200),
-            "auth" | "permanent" => Duration::from_secs(60),
+            "auth" | "permanent" | "invalid" => Duration::from_secs(60),
             _ => Duration::from_secs(5),
         }
     }
 }
 
-/// True for the answers of a conditional write that lost the race.
+/// True for the answers of a conditional write that lost the race: 409 for a stale
+/// resourceVersion, or 422 for our failed `test` of `/metadata/resourceVersion`. Other 422s
+/// (a rejected value, an immutable field) are real errors and must surface as such.
 pub fn is_conflict(error: &kube::Error) -> bool {
-    // 409 for a stale resourceVersion; 422 for a failed JSON-patch `test` operation.
-    matches!(error, kube::Error::Api(status) if status.code == 409 || status.code == 422)
+    match error {
+        kube::Error::Api(status) => {
+            status.code == 409 || (status.code == 422 && status.message.contains("/metadata/resourceVersion"))
+        }
+        _ => false,
+    }
 }

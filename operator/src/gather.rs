@@ -177,15 +177,16 @@ pub async fn cluster_inputs(
     metal_cluster: &MetalStackCluster,
 ) -> Result<ClusterInputs, kube::Error> {
     let cluster = namespace.owner::<Cluster>(&metal_cluster.metadata).await?;
-    let machines_remaining = match capi::label(&metal_cluster.metadata, capi::CLUSTER_NAME_LABEL) {
+    // The cluster-name label CAPI sets, or the owning Cluster's name: without either, no
+    // machine can be counted, and a teardown must not then free the network under them.
+    let cluster_name = capi::label(&metal_cluster.metadata, capi::CLUSTER_NAME_LABEL)
+        .map(str::to_string)
+        .or_else(|| cluster.as_ref().and_then(|cluster| cluster.metadata.name.clone()));
+    let machines_remaining = match cluster_name {
         Some(cluster_name) => {
             let selector = format!("{}={cluster_name}", capi::CLUSTER_NAME_LABEL);
-            namespace
-                .api::<MetalStackMachine>()
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-                .len()
+            let params = ListParams::default().labels(&selector);
+            namespace.api::<MetalStackMachine>().list(&params).await?.items.len()
         }
         None => 0,
     };

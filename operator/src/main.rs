@@ -5,18 +5,16 @@ use capms_operator::cli::{Cli, Command, RunArgs};
 use capms_operator::manager::{self, Settings};
 use capms_operator::metrics::Metrics;
 use capms_operator::{manifests, telemetry};
-use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from_env_args(std::env::args_os());
     let result = match cli.command {
-        Some(Command::Crds) => print_crds(),
-        Some(Command::Manifests { out, version }) => print_or_write_manifests(out.as_deref(), &version),
-        Some(Command::Run(args)) => run(*args),
-        None => run(cli.run),
+        Command::Crds => print_crds(),
+        Command::Manifests { out, version } => print_or_write_manifests(out.as_deref(), &version),
+        Command::Run(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,7 +51,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     // Configuration errors come before any connection attempt: a start without metal-api
     // configuration fails in milliseconds with one line.
     let settings = Settings::from_args(&args)?;
-    let backend = manager::default_backend(&args)?;
+    let default = manager::default_backend(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,7 +60,12 @@ fn run(args: RunArgs) -> Result<(), String> {
         let client = kube::Client::try_default().await.map_err(|error| {
             format!("cannot reach the management cluster (kubeconfig or in-cluster): {error}")
         })?;
-        manager::run(client, Some(backend), settings, Arc::new(Metrics::new()), shutdown_signal()).await
+        if let Some(sim) = default.sim {
+            // `--backend sim`: the in-process datacenter's clock follows the manager's.
+            capms_operator::clock::drive_sim(sim, settings.clock.clone());
+        }
+        manager::run(client, Some(default.backend), settings, Arc::new(Metrics::new()), shutdown_signal())
+            .await
     })
 }
 

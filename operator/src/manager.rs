@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use capms_backend_metal::{CaBundle, HmacAuthType, MetalClient, MetalConfig};
 use capms_core::MetalBackend;
-use capms_core::secret::SecretString;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,12 +59,29 @@ impl Settings {
     }
 }
 
-/// The default metal-api backend from flags and environment. `Ok(None)` is not possible for
-/// `--backend metal`: without METAL_API_URL and a key or token the manager does not start.
-pub fn default_backend(args: &RunArgs) -> Result<Arc<dyn MetalBackend>, String> {
+/// The manager's default backend, and for `--backend sim` the datacenter behind it (whose
+/// clock the caller must drive with [`crate::clock::drive_sim`]).
+pub struct DefaultBackend {
+    pub backend: Arc<dyn MetalBackend>,
+    pub sim: Option<capms_backend_sim::Sim>,
+}
+
+impl std::fmt::Debug for DefaultBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefaultBackend").field("sim", &self.sim.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The default backend from flags and environment. For `--backend metal`, the manager does not
+/// start without METAL_API_URL and a key or token.
+pub fn default_backend(args: &RunArgs) -> Result<DefaultBackend, String> {
     match args.backend {
-        BackendKind::Sim => Ok(Arc::new(sim_backend(args))),
-        BackendKind::Metal => metal_backend(args).map(|client| Arc::new(client) as Arc<dyn MetalBackend>),
+        BackendKind::Sim => {
+            let sim = capms_sim_options(args).build();
+            let backend = Arc::new(sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate)));
+            Ok(DefaultBackend { backend, sim: Some(sim) })
+        }
+        BackendKind::Metal => Ok(DefaultBackend { backend: Arc::new(metal_backend(args)?), sim: None }),
     }
 }
 
@@ -76,15 +92,9 @@ fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
     )?;
     let mut config = MetalConfig::new(url);
     config = match (&args.metal_api_token, &args.metal_api_hmac) {
-        (Some(token), _) if !token.is_empty() => config.with_bearer(SecretString::new(token.clone())),
+        (Some(token), _) if !token.is_empty() => config.with_bearer(token.clone()),
         (_, Some(key)) if !key.is_empty() => {
-            let auth_type = HmacAuthType::parse(&args.metal_api_hmac_auth_type).ok_or_else(|| {
-                format!(
-                    "METAL_API_HMAC_AUTH_TYPE {:?} is not Metal-View, Metal-Edit or Metal-Admin",
-                    args.metal_api_hmac_auth_type
-                )
-            })?;
-            config.with_hmac(SecretString::new(key.clone()), auth_type)
+            config.with_hmac(key.clone(), hmac_auth_type(&args.metal_api_hmac_auth_type)?)
         }
         _ => {
             return Err(
@@ -104,11 +114,14 @@ fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
     MetalClient::new(config).map_err(|error| error.to_string())
 }
 
-/// The in-process datacenter of `--backend sim`. It follows the wall clock like `capms-sim
-/// serve` once [`run`] drives it: its latency model leaves the clock alone.
-fn sim_backend(args: &RunArgs) -> capms_backend_sim::SimBackend {
-    let sim = capms_sim_options(args).build();
-    sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate))
+/// `METAL_API_HMAC_AUTH_TYPE`; empty means the default, Metal-Edit.
+fn hmac_auth_type(value: &str) -> Result<HmacAuthType, String> {
+    if value.trim().is_empty() {
+        return Ok(HmacAuthType::Edit);
+    }
+    HmacAuthType::parse(value).ok_or_else(|| {
+        format!("METAL_API_HMAC_AUTH_TYPE {value:?} is not Metal-View, Metal-Edit or Metal-Admin")
+    })
 }
 
 fn capms_sim_options(args: &RunArgs) -> capms_backend_sim::SimBuilder {
@@ -128,7 +141,7 @@ fn capms_sim_options(args: &RunArgs) -> capms_backend_sim::SimBuilder {
         .check_invariants(false)
 }
 
-/// Readiness: set once the controllers run.
+/// Readiness: set once the configuration and the CRDs are checked.
 #[derive(Debug, Default)]
 struct Probes {
     ready: AtomicBool,
@@ -190,10 +203,12 @@ async fn start_endpoints(
 }
 
 /// Waits until this replica holds the Lease. Losing it later ends the process's controllers
-/// (the returned future completes), as controller-runtime does, so that a new leader starts clean.
+/// (the returned future completes and sets `lost`), as controller-runtime does, so that a new
+/// leader starts clean; [`run`] then fails, and the pod restarts.
 async fn acquire_leadership(
     client: &kube::Client,
     settings: &Settings,
+    lost: Arc<AtomicBool>,
 ) -> Result<impl Future<Output = ()> + Send + Sync + 'static, String> {
     let identity =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("capms-manager-{}", rand::random::<u32>()));
@@ -215,6 +230,7 @@ async fn acquire_leadership(
                 break;
             }
         }
+        lost.store(true, Ordering::Relaxed);
         tracing::warn!("lost leadership: stopping the controllers");
     })
 }
@@ -233,8 +249,13 @@ where
     controller::check_crds(&client).await?;
     let probes = Arc::new(Probes::default());
     start_endpoints(&settings, metrics.clone(), probes.clone()).await?;
+    // Ready once configured and the CRDs are there, before leadership: a standby replica and
+    // the new pod of a rolling update (which waits for the old pod's Lease) must be ready, or
+    // the rollout never finishes.
+    probes.ready.store(true, Ordering::Relaxed);
+    let lost_leadership = Arc::new(AtomicBool::new(false));
     let stop: futures::future::BoxFuture<'static, ()> = if settings.leader_elect {
-        let lost = acquire_leadership(&client, &settings).await?;
+        let lost = acquire_leadership(&client, &settings, lost_leadership.clone()).await?;
         Box::pin(async move {
             futures::future::select(Box::pin(shutdown), Box::pin(lost)).await;
         })
@@ -250,10 +271,12 @@ where
         context.trace = Some(Arc::new(file));
     }
     let context = Arc::new(context);
-    probes.ready.store(true, Ordering::Relaxed);
     tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
     controller::run(context, settings.scope, SyncFuture::new(stop)).await;
     tracing::info!("controllers stopped");
+    if lost_leadership.load(Ordering::Relaxed) {
+        return Err(format!("lost the Lease {LEASE_NAME}; exiting so that the new leader starts clean"));
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! | metric | labels |
 //! |---|---|
 //! | `capms_reconciles_total` | `kind` |
-//! | `capms_reconcile_errors_total` | `kind`, `class` (transient, conflict, not-found, capacity, permanent, auth, kubernetes) |
+//! | `capms_reconcile_errors_total` | `kind`, `class` (conflict, not_found, invalid, kubernetes, auth, permanent) |
 //! | `capms_reconcile_duration_seconds` | `kind` |
 //! | `capms_metal_api_calls_total` | `operation`, `status_class` (2xx, 4xx, 5xx, other, transport) |
 //! | `capms_metal_api_call_duration_seconds` | `operation` |

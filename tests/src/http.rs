@@ -13,7 +13,7 @@ use capms_backend_sim::http::{ServerConfig, router};
 use capms_core::secret::SecretString;
 use std::sync::Arc;
 
-/// Bodies larger than this are not recorded whole (no answer of the suite comes close).
+/// Bodies larger than this fail the story (no answer of the suite comes close).
 const RECORDED_BODY_MAX: usize = 16 * 1024 * 1024;
 
 /// The base path the server is mounted at, as in mini-lab.
@@ -61,12 +61,28 @@ fn verify(recorder: &SpecRecorder) {
 /// Middleware: records the request and the answer, byte for byte.
 async fn record(State(recorder): State<Arc<SpecRecorder>>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let request_body = to_bytes(body, RECORDED_BODY_MAX).await.unwrap_or_default();
+    let request_body = match to_bytes(body, RECORDED_BODY_MAX).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            recorder.problem(format!(
+                "{} {}: request body unreadable: {error}",
+                parts.method,
+                parts.uri.path()
+            ));
+            Default::default()
+        }
+    };
     let method = parts.method.to_string();
     let path = parts.uri.path().strip_prefix(BASE_PATH).unwrap_or(parts.uri.path()).to_string();
     let response = next.run(Request::from_parts(parts, Body::from(request_body.clone()))).await;
     let (parts, body) = response.into_parts();
-    let response_body = to_bytes(body, RECORDED_BODY_MAX).await.unwrap_or_default();
+    let response_body = match to_bytes(body, RECORDED_BODY_MAX).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            recorder.problem(format!("{method} {path}: response body unreadable: {error}"));
+            Default::default()
+        }
+    };
     recorder.record(Exchange {
         method,
         path,

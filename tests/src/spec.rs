@@ -265,9 +265,17 @@ fn strict(definitions: &Value) -> Value {
 #[derive(Debug, Default)]
 pub struct SpecRecorder {
     exchanges: Mutex<Vec<Exchange>>,
+    problems: Mutex<Vec<String>>,
 }
 
 impl SpecRecorder {
+    /// Notes an exchange that could not be recorded faithfully; it counts as a violation.
+    pub fn problem(&self, problem: String) {
+        if let Ok(mut problems) = self.problems.lock() {
+            problems.push(problem);
+        }
+    }
+
     pub fn record(&self, exchange: Exchange) {
         if let Ok(mut exchanges) = self.exchanges.lock() {
             exchanges.push(exchange);
@@ -283,9 +291,12 @@ impl SpecRecorder {
         self.len() == 0
     }
 
-    /// Every violation of every recorded exchange.
+    /// Every violation of every recorded exchange, and every exchange that could not be recorded.
     pub fn violations(&self, spec: &Spec) -> Vec<String> {
         let exchanges = self.exchanges.lock().map(|exchanges| exchanges.clone()).unwrap_or_default();
-        exchanges.iter().flat_map(|exchange| spec.violations(exchange)).collect()
+        let mut found: Vec<String> =
+            exchanges.iter().flat_map(|exchange| spec.violations(exchange)).collect();
+        found.extend(self.problems.lock().map(|problems| problems.clone()).unwrap_or_default());
+        found
     }
 }

@@ -100,7 +100,12 @@ pub struct ClusterOutcome {
 
 /// The name of the MetalStackFirewall a cluster owns.
 pub fn firewall_name(metal_cluster: &MetalStackCluster) -> String {
-    format!("{}-firewall", metal_cluster.metadata.name.as_deref().unwrap_or_default())
+    firewall_name_of(metal_cluster.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// The name of the MetalStackFirewall of the MetalStackCluster named `metal_cluster_name`.
+pub fn firewall_name_of(metal_cluster_name: &str) -> String {
+    format!("{metal_cluster_name}-firewall")
 }
 
 /// Reconciles one MetalStackCluster. Never panics.
