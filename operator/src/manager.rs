@@ -209,7 +209,7 @@ async fn acquire_leadership(
     client: &kube::Client,
     settings: &Settings,
     lost: Arc<AtomicBool>,
-) -> Result<impl Future<Output = ()> + Send + Sync + 'static, String> {
+) -> Result<(impl Future<Output = ()> + Send + Sync + 'static, LeaseTask), String> {
     let identity =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("capms-manager-{}", rand::random::<u32>()));
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
@@ -218,13 +218,13 @@ async fn acquire_leadership(
         .build()
         .await
         .map_err(|error| format!("leader election: {error}"))?;
-    let (mut leader, _task) = manager.watch().await;
+    let (mut leader, task) = manager.watch().await;
     tracing::info!(lease = LEASE_NAME, namespace = %settings.leader_namespace, "waiting for leadership");
     while !*leader.borrow_and_update() {
         leader.changed().await.map_err(|error| format!("leader election stopped: {error}"))?;
     }
     tracing::info!("leading");
-    Ok(async move {
+    let lost_future = async move {
         while *leader.borrow() {
             if leader.changed().await.is_err() {
                 break;
@@ -232,8 +232,17 @@ async fn acquire_leadership(
         }
         lost.store(true, Ordering::Relaxed);
         tracing::warn!("lost leadership: stopping the controllers");
-    })
+    };
+    Ok((lost_future, task))
 }
+
+/// The lease manager's task: it releases the Lease once the leadership receiver is dropped.
+type LeaseTask =
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>;
+
+/// How long shutdown waits for the Lease to be released (a successor then starts at once
+/// instead of after the lease duration).
+const LEASE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the manager until `shutdown` completes (or leadership is lost).
 pub async fn run<F>(
@@ -254,8 +263,10 @@ where
     // the rollout never finishes.
     probes.ready.store(true, Ordering::Relaxed);
     let lost_leadership = Arc::new(AtomicBool::new(false));
+    let mut lease_task = None;
     let stop: futures::future::BoxFuture<'static, ()> = if settings.leader_elect {
-        let lost = acquire_leadership(&client, &settings, lost_leadership.clone()).await?;
+        let (lost, task) = acquire_leadership(&client, &settings, lost_leadership.clone()).await?;
+        lease_task = Some(task);
         Box::pin(async move {
             futures::future::select(Box::pin(shutdown), Box::pin(lost)).await;
         })
@@ -274,6 +285,15 @@ where
     tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
     controller::run(context, settings.scope, SyncFuture::new(stop)).await;
     tracing::info!("controllers stopped");
+    if let Some(task) = lease_task {
+        // The controllers are gone, and with them the leadership receiver: the task releases
+        // the Lease. Bounded, so that a hung apiserver cannot hold up the exit.
+        match tokio::time::timeout(LEASE_RELEASE_WAIT, task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("released the Lease"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "could not release the Lease"),
+            Ok(Err(_)) | Err(_) => tracing::warn!("the Lease was not released in time"),
+        }
+    }
     if lost_leadership.load(Ordering::Relaxed) {
         return Err(format!("lost the Lease {LEASE_NAME}; exiting so that the new leader starts clean"));
     }

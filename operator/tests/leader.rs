@@ -1,4 +1,5 @@
-//! `--leader-elect`: the manager takes the Lease `capms-manager-leader` before it reconciles.
+//! `--leader-elect`: the manager takes the Lease `capms-manager-leader` before it reconciles,
+//! and releases it when it shuts down (a successor starts at once).
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use support::{Capi, Env, is_provisioned, management_cluster, objects};
 
 #[tokio::test(start_paused = true)]
-async fn an_elected_manager_holds_the_lease_and_reconciles() {
+async fn an_elected_manager_holds_the_lease_reconciles_and_releases_it_on_shutdown() {
     let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
     let sim = support::datacenter(&clock);
     drive_sim(sim.clone(), clock.clone());
@@ -34,4 +35,7 @@ async fn an_elected_manager_holds_the_lease_and_reconciles() {
     let holder = lease.spec.and_then(|spec| spec.holder_identity).unwrap_or_default();
     assert!(!holder.is_empty(), "the Lease names its holder");
     env.stop().await.expect("the manager stops cleanly");
+    let lease = leases.get(LEASE_NAME).await.expect("the Lease still exists");
+    let holder = lease.spec.and_then(|spec| spec.holder_identity);
+    assert_eq!(holder, None, "the Lease is released on shutdown");
 }
