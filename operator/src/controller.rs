@@ -25,7 +25,7 @@ use capms_core::api::{
 use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
     ClusterInput, ClusterOutcome, FinalizerAction, FirewallChild, FirewallInput, MachineCache, MachineInput,
-    RefreshPolicy, Requeue, reconcile_cluster, reconcile_firewall, reconcile_machine,
+    MetalClusterFacts, RefreshPolicy, Requeue, reconcile_cluster, reconcile_firewall, reconcile_machine,
 };
 use capms_core::trace;
 use futures::StreamExt;
@@ -169,7 +169,7 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
     let namespace = Namespace::of(&context.client, &object.metadata);
     let facts = gather::machine_facts(&namespace, object).await?;
     let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
-    let metal_cluster = facts.metal_cluster.as_ref().map(gather::metal_cluster_facts);
+    let metal_cluster = facts.metal_cluster.as_ref().map(MetalClusterFacts::of);
     let input = MachineInput {
         metal_machine: object,
         capi_machine: facts.capi_machine.as_ref(),
@@ -369,7 +369,7 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
     let namespace = Namespace::of(&context.client, &object.metadata);
     let facts = gather::firewall_facts(&namespace, object).await?;
     let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
-    let metal_cluster = facts.metal_cluster.as_ref().map(gather::metal_cluster_facts);
+    let metal_cluster = facts.metal_cluster.as_ref().map(MetalClusterFacts::of);
     let input = FirewallInput {
         firewall: object,
         cluster: facts.cluster.as_ref(),

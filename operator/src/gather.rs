@@ -10,8 +10,7 @@
 use capms_core::UserData;
 use capms_core::api::capi::{self, Cluster, Machine};
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
-use capms_core::reconcile::{BootstrapData, CapiMachineFacts, ClusterFacts, MetalClusterFacts};
-use capms_core::tags::ObjectRef;
+use capms_core::reconcile::{BootstrapData, CapiMachineFacts, ClusterFacts};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
@@ -70,29 +69,6 @@ impl Namespace {
     }
 }
 
-pub fn cluster_facts(cluster: &Cluster) -> ClusterFacts {
-    ClusterFacts {
-        name: cluster.metadata.name.clone().unwrap_or_default(),
-        paused: cluster.spec_paused(),
-        infrastructure_provisioned: cluster.infrastructure_provisioned(),
-        control_plane_endpoint: cluster.spec.control_plane_endpoint.clone(),
-    }
-}
-
-pub fn metal_cluster_facts(metal_cluster: &MetalStackCluster) -> MetalClusterFacts {
-    let meta = &metal_cluster.metadata;
-    MetalClusterFacts {
-        identity: ObjectRef::new(
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-            meta.uid.clone().unwrap_or_default(),
-        ),
-        project_id: metal_cluster.spec.project_id.clone(),
-        partition_id: metal_cluster.spec.partition.clone(),
-        node_network_id: metal_cluster.spec.node_network_id.clone(),
-    }
-}
-
 /// What a machine reconcile reads besides the MetalStackMachine.
 #[derive(Debug, Default)]
 pub struct MachineFacts {
@@ -135,7 +111,7 @@ pub async fn machine_facts(
             name: machine.metadata.name.clone().unwrap_or_default(),
             control_plane: machine.is_control_plane(),
         }),
-        cluster: cluster.as_ref().map(cluster_facts),
+        cluster: cluster.as_ref().map(ClusterFacts::of),
         metal_cluster,
         bootstrap,
     })
@@ -192,7 +168,7 @@ pub async fn cluster_inputs(
     };
     let firewall_name = capms_core::reconcile::cluster::firewall_name(metal_cluster);
     let firewall = namespace.get::<MetalStackFirewall>(&firewall_name).await?;
-    Ok(ClusterInputs { cluster: cluster.as_ref().map(cluster_facts), machines_remaining, firewall })
+    Ok(ClusterInputs { cluster: cluster.as_ref().map(ClusterFacts::of), machines_remaining, firewall })
 }
 
 /// What a firewall reconcile reads besides the MetalStackFirewall.
@@ -210,5 +186,5 @@ pub async fn firewall_facts(
         return Ok(FirewallFacts::default());
     };
     let cluster = namespace.owner::<Cluster>(&metal_cluster.metadata).await?;
-    Ok(FirewallFacts { cluster: cluster.as_ref().map(cluster_facts), metal_cluster: Some(metal_cluster) })
+    Ok(FirewallFacts { cluster: cluster.as_ref().map(ClusterFacts::of), metal_cluster: Some(metal_cluster) })
 }

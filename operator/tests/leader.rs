@@ -3,25 +3,15 @@
 
 mod support;
 
-use capms_core::Timestamp;
 use capms_core::api::MetalStackMachine;
-use capms_operator::clock::{Clock, drive_sim};
 use capms_operator::manager::LEASE_NAME;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use std::sync::Arc;
 use support::{Capi, Env, is_provisioned, management_cluster, objects};
 
 #[tokio::test(start_paused = true)]
 async fn an_elected_manager_holds_the_lease_reconciles_and_releases_it_on_shutdown() {
-    let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
-    let sim = support::datacenter(&clock);
-    drive_sim(sim.clone(), clock.clone());
-    let backend: Arc<dyn capms_core::MetalBackend> =
-        Arc::new(sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate)));
-    let mut settings = support::settings(clock);
-    settings.leader_elect = true;
-    let env = Env::start_with_settings(management_cluster(), sim, Some(backend), settings).await;
+    let env = Env::start_configured(management_cluster(), 8, |settings| settings.leader_elect = true).await;
     let capi = Capi { env: &env };
     let cluster = capi.create_cluster("lead", false, false).await;
     capi.create_machine(&cluster, "lead-md-0", false).await;

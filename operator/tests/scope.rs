@@ -3,13 +3,10 @@
 
 mod support;
 
-use capms_core::Timestamp;
 use capms_core::api::capi::{Cluster, Machine, WATCH_FILTER_LABEL};
 use capms_core::api::{MetalStackCluster, MetalStackMachine};
-use capms_operator::clock::{Clock, drive_sim};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 use support::{Capi, Env, is_provisioned, management_cluster, objects};
 
@@ -30,14 +27,10 @@ async fn label_all(env: &Env, cluster: &str, machine: &str, value: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn only_objects_with_the_watch_filter_label_are_reconciled() {
-    let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
-    let sim = support::datacenter(&clock);
-    drive_sim(sim.clone(), clock.clone());
-    let backend: Arc<dyn capms_core::MetalBackend> =
-        Arc::new(sim.backend().with_latency_model(Arc::new(capms_backend_sim::Immediate)));
-    let mut settings = support::settings(clock);
-    settings.scope.watch_filter = Some("team-a".to_string());
-    let env = Env::start_with_settings(management_cluster(), sim, Some(backend), settings).await;
+    let env = Env::start_configured(management_cluster(), 8, |settings| {
+        settings.scope.watch_filter = Some("team-a".to_string());
+    })
+    .await;
     let capi = Capi { env: &env };
 
     let other = capi.create_cluster("other", false, false).await;

@@ -24,7 +24,6 @@ use capms_core::reconcile::{
     FirewallChild, FirewallInput, FirewallOutcome, MachineCache, MachineInput, MachineOutcome,
     MetalClusterFacts, RefreshPolicy, reconcile_cluster, reconcile_firewall,
 };
-use capms_core::tags::ObjectRef;
 use capms_core::trace::{TraceSink, record_cluster, record_firewall, record_machine};
 use capms_core::{MetalBackend, Timestamp, UserData};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -259,7 +258,8 @@ impl Operator {
             }
             Target::Cluster(key) => {
                 let metal_cluster = self.view.get::<MetalStackCluster>(&key.0, &key.1)?.clone();
-                let cluster = owner_cluster(&self.view, &metal_cluster.metadata).map(|c| cluster_facts(&c));
+                let cluster =
+                    owner_cluster(&self.view, &metal_cluster.metadata).map(|c| ClusterFacts::of(&c));
                 let machines_remaining = metal_machines_of_cluster(&self.view, &metal_cluster).len();
                 let firewall_name = capms_core::reconcile::cluster::firewall_name(&metal_cluster);
                 let firewall = self.view.get::<MetalStackFirewall>(&key.0, &firewall_name).cloned();
@@ -286,8 +286,8 @@ impl Operator {
                 let cluster = metal_cluster
                     .as_ref()
                     .and_then(|mc| owner_cluster(&self.view, &mc.metadata))
-                    .map(|c| cluster_facts(&c));
-                let metal_facts = metal_cluster.as_ref().map(metal_cluster_facts);
+                    .map(|c| ClusterFacts::of(&c));
+                let metal_facts = metal_cluster.as_ref().map(MetalClusterFacts::of);
                 let read_version = firewall.metadata.resource_version.clone();
                 let future = Box::pin(async move {
                     let input = FirewallInput {
@@ -724,29 +724,6 @@ fn owner_metal_cluster(store: &Store, meta: &ObjectMeta) -> Option<MetalStackClu
     owner_named::<MetalStackCluster>(store, meta, "MetalStackCluster").cloned()
 }
 
-fn cluster_facts(cluster: &Cluster) -> ClusterFacts {
-    ClusterFacts {
-        name: cluster.metadata.name.clone().unwrap_or_default(),
-        paused: cluster.spec_paused(),
-        infrastructure_provisioned: cluster.infrastructure_provisioned(),
-        control_plane_endpoint: cluster.spec.control_plane_endpoint.clone(),
-    }
-}
-
-fn metal_cluster_facts(metal_cluster: &MetalStackCluster) -> MetalClusterFacts {
-    let meta = &metal_cluster.metadata;
-    MetalClusterFacts {
-        identity: ObjectRef::new(
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-            meta.uid.clone().unwrap_or_default(),
-        ),
-        project_id: metal_cluster.spec.project_id.clone(),
-        partition_id: metal_cluster.spec.partition.clone(),
-        node_network_id: metal_cluster.spec.node_network_id.clone(),
-    }
-}
-
 struct MachineFacts {
     capi_machine: Option<CapiMachineFacts>,
     cluster: Option<ClusterFacts>,
@@ -768,8 +745,8 @@ fn machine_facts(store: &Store, metal_machine: &MetalStackMachine) -> MachineFac
             name: m.metadata.name.clone().unwrap_or_default(),
             control_plane: m.is_control_plane(),
         }),
-        cluster: cluster.as_ref().map(cluster_facts),
-        metal_cluster: metal_cluster.map(metal_cluster_facts),
+        cluster: cluster.as_ref().map(ClusterFacts::of),
+        metal_cluster: metal_cluster.map(MetalClusterFacts::of),
         bootstrap: bootstrap_data(store, &namespace, machine.as_ref()),
     }
 }

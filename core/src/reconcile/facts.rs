@@ -1,7 +1,8 @@
 //! What the caller tells a reconciler about an object's owners. The operator reads these from
 //! the management cluster; the world simulator from its object store model.
 
-use crate::api::ApiEndpoint;
+use crate::api::capi::Cluster;
+use crate::api::{ApiEndpoint, MetalStackCluster};
 use crate::secret::UserData;
 use crate::tags::ObjectRef;
 use serde::{Deserialize, Serialize};
@@ -50,4 +51,33 @@ pub enum BootstrapData {
     ValueMissing { secret: String },
     /// The data.
     Present(UserData),
+}
+
+impl ClusterFacts {
+    /// The facts of a CAPI Cluster, as both the operator and the world simulator read them.
+    pub fn of(cluster: &Cluster) -> Self {
+        ClusterFacts {
+            name: cluster.metadata.name.clone().unwrap_or_default(),
+            paused: cluster.spec_paused(),
+            infrastructure_provisioned: cluster.infrastructure_provisioned(),
+            control_plane_endpoint: cluster.spec.control_plane_endpoint.clone(),
+        }
+    }
+}
+
+impl MetalClusterFacts {
+    /// The facts of a MetalStackCluster: its identity (namespace, name, UID) and placement.
+    pub fn of(metal_cluster: &MetalStackCluster) -> Self {
+        let meta = &metal_cluster.metadata;
+        MetalClusterFacts {
+            identity: ObjectRef::new(
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+                meta.uid.clone().unwrap_or_default(),
+            ),
+            project_id: metal_cluster.spec.project_id.clone(),
+            partition_id: metal_cluster.spec.partition.clone(),
+            node_network_id: metal_cluster.spec.node_network_id.clone(),
+        }
+    }
 }

@@ -110,12 +110,24 @@ impl Env {
 
     /// [`Env::start_on`] with a datacenter of `machines` machines.
     pub async fn start_sized(api: FakeApiServer, machines: usize) -> Env {
+        Env::start_configured(api, machines, |_| {}).await
+    }
+
+    /// The simulated datacenter of `machines` machines as default backend, on tokio's clock,
+    /// and the manager's [`settings`] changed by `configure`.
+    pub async fn start_configured(
+        api: FakeApiServer,
+        machines: usize,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Env {
         let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
         let sim = datacenter_with(&clock, machines);
         drive_sim(sim.clone(), clock.clone());
         let backend: Arc<dyn capms_core::MetalBackend> =
             Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
-        Env::start_with(api, sim, Some(backend), clock).await
+        let mut settings = settings(clock);
+        configure(&mut settings);
+        Env::start_with_settings(api, sim, Some(backend), settings).await
     }
 
     /// Starts the manager with `default_backend` (None: every cluster needs credentials);
@@ -132,15 +144,8 @@ impl Env {
 
     /// A datacenter of 8 machines and the manager recording a trace to `trace` (trace tests).
     pub async fn start_recording(trace: &std::path::Path) -> Env {
-        let clock = Clock::tokio(Timestamp::from_second(1_767_225_600).expect("a valid start"));
-        let sim = datacenter_with(&clock, 8);
-        drive_sim(sim.clone(), clock.clone());
-        let backend: Arc<dyn capms_core::MetalBackend> =
-            Arc::new(sim.backend().with_latency_model(Arc::new(Immediate)));
-        let mut settings = settings(clock);
         let trace = capms_operator::trace::TraceSettings { path: trace.to_path_buf(), max_bytes: u64::MAX };
-        settings.record_trace = Some(trace);
-        Env::start_with_settings(management_cluster(), sim, Some(backend), settings).await
+        Env::start_configured(management_cluster(), 8, |settings| settings.record_trace = Some(trace)).await
     }
 
     /// [`Env::start_with`] with the manager's settings given.
