@@ -99,6 +99,15 @@ impl MetadataPatch {
         }
     }
 
+    /// Removes the label `key` if present.
+    pub fn remove_label(&mut self, meta: &ObjectMeta, key: &str) {
+        let present = meta.labels.as_ref().is_some_and(|labels| labels.contains_key(key));
+        if present {
+            let path = format!("/metadata/labels/{}", pointer_segment(key));
+            self.operations.push(json!({"op": "remove", "path": path}));
+        }
+    }
+
     /// Sets `spec.<field>` (a JSON name) to `value` when it differs from `current`.
     pub fn spec_field<T: Serialize + PartialEq>(
         &mut self,
@@ -214,6 +223,16 @@ mod tests {
                 json!({"op": "add", "path": "/metadata/labels/topology.kubernetes.io~1zone", "value": "rack-1"}),
             ]
         );
+    }
+
+    #[test]
+    fn only_a_present_label_is_removed() {
+        let mut patch = MetadataPatch::default();
+        patch.remove_label(&meta(&[], None), "a/b");
+        patch.remove_label(&meta(&[], Some(&[("c", "d")])), "a/b");
+        assert!(patch.is_empty());
+        patch.remove_label(&meta(&[], Some(&[("a/b", "true")])), "a/b");
+        assert_eq!(patch.operations, vec![json!({"op": "remove", "path": "/metadata/labels/a~1b"})]);
     }
 
     #[test]

@@ -234,10 +234,20 @@ impl Backends {
         &self,
         metal_cluster: Option<&MetalStackCluster>,
     ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
+        Ok(self.resolve(metal_cluster).await?.0)
+    }
+
+    /// The backend for objects of `metal_cluster`, and the credentials Secret it was built
+    /// from if the cluster names one.
+    pub async fn resolve(
+        &self,
+        metal_cluster: Option<&MetalStackCluster>,
+    ) -> Result<(Arc<dyn MetalBackend>, Option<Secret>), OperatorError> {
         let reference =
             metal_cluster.and_then(|cluster| Some((cluster, cluster.spec.credentials_ref.as_ref()?)));
         let Some((cluster, reference)) = reference else {
-            return self.default.clone().ok_or(OperatorError::NoCredentials);
+            let backend = self.default.clone().ok_or(OperatorError::NoCredentials)?;
+            return Ok((backend, None));
         };
         let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
         let secrets: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &namespace);
@@ -245,7 +255,8 @@ impl Backends {
             secret: format!("{namespace}/{}", reference.name),
             reason: error.to_string(),
         })?;
-        self.backend_of_secret(&namespace, &reference.name, &secret)
+        let backend = self.backend_of_secret(&namespace, &reference.name, &secret)?;
+        Ok((backend, Some(secret)))
     }
 
     fn backend_of_secret(

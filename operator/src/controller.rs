@@ -1,4 +1,4 @@
-//! The three controllers: each reconcile gathers inputs ([`crate::gather`]), calls the core
+//! The controllers of capms's three kinds: each reconcile gathers inputs ([`crate::gather`]), calls the core
 //! reconciler, applies the outcome ([`crate::apply`]) and requeues as core says.
 //!
 //! Watches (so that changes are seen promptly, not at the next requeue):
@@ -9,11 +9,17 @@
 //!   label, from the controller's own cache).
 //! - MetalStackFirewall: itself; the MetalStackCluster that owns it; that cluster's Cluster.
 //!
-//! All watches are limited to `--namespace` if given and to `--watch-filter` if given.
+//! A fourth controller keeps credentials Secrets while clusters use them
+//! ([`crate::credentials`]): it watches Secrets with its label, and MetalStackClusters being
+//! deleted.
+//!
+//! All watches are limited to `--namespace` if given, and all but the Secrets' to
+//! `--watch-filter` if given.
 
 use crate::apply::{MetadataPatch, apply_status, publish_events};
 use crate::backend::Backends;
 use crate::clock::Clock;
+use crate::credentials;
 use crate::error::OperatorError;
 use crate::gather::{self, Namespace};
 use crate::metrics::Metrics;
@@ -30,6 +36,7 @@ use capms_core::reconcile::{
 use capms_core::trace;
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -255,7 +262,10 @@ async fn reconcile_metal_cluster(
 async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<Action, OperatorError> {
     let namespace = Namespace::of(&context.client, &object.metadata);
     let inputs = gather::cluster_inputs(&namespace, object).await?;
-    let backend = context.backends.for_cluster(Some(object)).await?;
+    let (backend, credentials) = context.backends.resolve(Some(object)).await?;
+    if let Some(secret) = &credentials {
+        credentials::protect(&context.client, secret).await?;
+    }
     let input = ClusterInput {
         metal_cluster: object,
         cluster: inputs.cluster.as_ref(),
@@ -414,6 +424,30 @@ fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackF
 }
 
 // ----------------------------------------------------------------------------------------------
+// Credentials Secrets
+// ----------------------------------------------------------------------------------------------
+
+async fn reconcile_credentials(object: Arc<Secret>, context: Arc<Context>) -> Result<Action, OperatorError> {
+    measured(&context.metrics, "Secret", credentials::release(&context.client, &object)).await
+}
+
+/// Watches only the Secrets the cluster controller protected (by their label), and the
+/// MetalStackClusters being deleted, mapped to the Secret they name: when the last one is
+/// gone, its Secret is released at once.
+fn credentials_controller(client: &Client, scope: &Scope) -> Controller<Secret> {
+    let protected = watcher::Config::default().labels(credentials::CREDENTIALS_LABEL);
+    Controller::new(scope.api::<Secret>(client), protected).with_config(scope.controller_config()).watches(
+        scope.api::<MetalStackCluster>(client),
+        scope.watcher_config(),
+        |metal_cluster| {
+            metal_cluster.metadata.deletion_timestamp.as_ref()?;
+            let name = credentials::credentials_name(&metal_cluster)?;
+            Some(namespaced_ref::<Secret>(name, metal_cluster.metadata.namespace.as_deref()))
+        },
+    )
+}
+
+// ----------------------------------------------------------------------------------------------
 // Running them
 // ----------------------------------------------------------------------------------------------
 
@@ -442,7 +476,7 @@ where
         .await;
 }
 
-/// Runs the three controllers until `shutdown` completes; reconciles in flight finish first.
+/// Runs the controllers until `shutdown` completes; reconciles in flight finish first.
 pub async fn run<F>(context: Arc<Context>, scope: Scope, shutdown: F)
 where
     F: Future<Output = ()> + Send + Sync + 'static,
@@ -459,8 +493,13 @@ where
         error_policy,
         context.clone(),
     );
-    let firewalls = firewall_controller(&client, &scope).graceful_shutdown_on(shutdown).run(
+    let firewalls = firewall_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
         reconcile_metal_firewall,
+        error_policy,
+        context.clone(),
+    );
+    let secrets = credentials_controller(&client, &scope).graceful_shutdown_on(shutdown).run(
+        reconcile_credentials,
         error_policy,
         context,
     );
@@ -468,6 +507,7 @@ where
         drain("MetalStackMachine", machines),
         drain("MetalStackCluster", clusters),
         drain("MetalStackFirewall", firewalls),
+        drain("Secret", secrets),
     );
 }
 

@@ -248,7 +248,7 @@ fn manager_rbac_is_least_privilege() {
     let read = set(&["get", "list", "watch"]);
     assert_eq!(verbs_on(&manager, "cluster.x-k8s.io", "clusters"), read);
     assert_eq!(verbs_on(&manager, "cluster.x-k8s.io", "machines"), read);
-    assert_eq!(verbs_on(&manager, "", "secrets"), read);
+    assert_eq!(verbs_on(&manager, "", "secrets"), set(&["get", "list", "watch", "patch"]));
     assert_eq!(verbs_on(&manager, "", "events"), set(&["create", "patch"]));
     assert_eq!(verbs_on(&manager, "events.k8s.io", "events"), set(&["create", "patch"]));
     assert_eq!(

@@ -4,20 +4,15 @@
 
 mod support;
 
-use capms_backend_sim::http::{ServerConfig, router};
 use capms_core::api::MetalStackMachine;
-use capms_fake_apiserver::WaitBound;
 use capms_operator::clock::Clock;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use support::{BOOTSTRAP_SECRET_MARKER, Capi, Env, condition_status, management_cluster, objects};
+use support::{
+    BOOTSTRAP_SECRET_MARKER, Capi, Env, create_credentials, machine_allocated, management_cluster, metal_api,
+    objects, wait_real,
+};
 
 const HMAC_KEY: &str = "HMAC-KEY-7f3a-do-not-log";
 const TOKEN: &str = "TOKEN-91c2-do-not-log";
@@ -86,21 +81,6 @@ impl Captured {
     }
 }
 
-/// A simulated metal-api over real HTTP that accepts only [`HMAC_KEY`] (as Metal-Edit).
-async fn metal_api(sim: capms_backend_sim::Sim) -> String {
-    let config = ServerConfig {
-        edit_key: HMAC_KEY.to_string(),
-        view_key: "view-unused".to_string(),
-        admin_key: "admin-unused".to_string(),
-        token: Some(TOKEN.to_string()),
-        ..ServerConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let address = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, router(sim, config)).await });
-    format!("http://{address}/metal")
-}
-
 #[tokio::test]
 async fn reconciles_with_per_cluster_credentials_log_no_key_and_no_user_data() {
     let captured = Captured::default();
@@ -113,32 +93,16 @@ async fn reconciles_with_per_cluster_credentials_log_no_key_and_no_user_data() {
 
     let clock = Clock::wall();
     let sim = support::datacenter(&clock);
-    let url = metal_api(sim.clone()).await;
+    let url = metal_api(sim.clone(), HMAC_KEY, Some(TOKEN)).await;
     let api = management_cluster();
     let env = Env::start_with(api, sim, None, clock).await;
-    let credentials = Secret {
-        metadata: ObjectMeta { name: Some("metal-credentials".to_string()), ..ObjectMeta::default() },
-        data: Some(BTreeMap::from([
-            ("url".to_string(), ByteString(url.into_bytes())),
-            ("hmac".to_string(), ByteString(HMAC_KEY.as_bytes().to_vec())),
-        ])),
-        ..Secret::default()
-    };
-    env.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("the credentials Secret");
+    create_credentials(&env, url, HMAC_KEY).await;
     let capi = Capi { env: &env };
     let cluster =
         capi.create_cluster_with_credentials("sigma", false, false, Some("metal-credentials")).await;
     capi.create_machine(&cluster, "sigma-md-0", false).await;
     capi.wait_and_sync_cluster("sigma").await;
-    let allocated = env
-        .api
-        .wait_until(WaitBound::Timeout(Duration::from_secs(120)), |api| {
-            objects::<MetalStackMachine>(api).iter().any(|machine| {
-                condition_status(machine, "MachineAllocated").is_some_and(|s| s.starts_with("True"))
-            })
-        })
-        .await;
-    assert!(allocated.is_ok(), "the machine is allocated through the credentials: {}", env.describe());
+    wait_real(&env, "the machine is allocated through the credentials", machine_allocated).await;
 
     let logs = captured.text();
     assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the capture sees verbose logs");

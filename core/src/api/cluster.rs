@@ -72,7 +72,8 @@ pub struct MetalStackClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<MetalStackFirewallTemplateSpec>,
     /// A Secret in this namespace with this cluster's metal-api credentials; the manager's
-    /// own credentials are used if absent.
+    /// own credentials are used if absent. While a cluster names it, the Secret carries a
+    /// finalizer, so that deleting the namespace still frees the cluster's machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<LocalSecretReference>,
 }

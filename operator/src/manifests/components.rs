@@ -127,7 +127,8 @@ fn service_account() -> ServiceAccount {
 
 /// What the reconcilers touch, and nothing more: capms's own kinds (it creates and deletes
 /// only firewalls; CAPI core creates machines), read-only CAPI Clusters and Machines,
-/// Secrets (bootstrap data, per-cluster credentials), Events, and the CRDs it checks at start.
+/// Secrets (bootstrap data, per-cluster credentials, which it marks while they are in use),
+/// Events, and the CRDs it checks at start.
 fn manager_role() -> ClusterRole {
     const READ: [&str; 3] = ["get", "list", "watch"];
     const WRITE: [&str; 5] = ["get", "list", "watch", "update", "patch"];
@@ -152,7 +153,8 @@ fn manager_role() -> ClusterRole {
             &["update"],
         ),
         rule("cluster.x-k8s.io", &["clusters", "machines"], &READ),
-        rule("", &["secrets"], &READ),
+        // Patch: the finalizer and label that keep a cluster's credentials Secret (credentials.rs).
+        rule("", &["secrets"], &["get", "list", "watch", "patch"]),
         rule("", &["events"], &["create", "patch"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
         rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list"]),

@@ -6,6 +6,7 @@
 
 #![allow(dead_code, reason = "each test file uses a part of the support module")]
 
+use capms_backend_sim::http::{ServerConfig, router};
 use capms_backend_sim::{Immediate, PartitionSpec, ProvisioningTimes, Sim, SimBuilder};
 use capms_core::Timestamp;
 use capms_core::api::capi::{
@@ -446,3 +447,49 @@ pub fn condition_status(object: &serde_json::Value, type_: &str) -> Option<Strin
 
 /// The firewall spec type, to satisfy the compiler about the import.
 pub type Firewall = MetalStackFirewall;
+
+/// A simulated metal-api over real HTTP on loopback that accepts only `edit_key` (as
+/// Metal-Edit) and `token`; returns its base URL.
+pub async fn metal_api(sim: Sim, edit_key: &str, token: Option<&str>) -> String {
+    let config = ServerConfig {
+        edit_key: edit_key.to_string(),
+        view_key: "view-unused".to_string(),
+        admin_key: "admin-unused".to_string(),
+        token: token.map(str::to_string),
+        ..ServerConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, router(sim, config)).await });
+    format!("http://{address}/metal")
+}
+
+/// The name of the credentials Secret of [`create_credentials`].
+pub const CREDENTIALS: &str = "metal-credentials";
+
+/// Creates the Secret [`CREDENTIALS`] for the metal-api at `url` with `hmac_key`.
+pub async fn create_credentials(env: &Env, url: String, hmac_key: &str) {
+    let credentials = Secret {
+        metadata: ObjectMeta { name: Some(CREDENTIALS.to_string()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([
+            ("url".to_string(), ByteString(url.into_bytes())),
+            ("hmac".to_string(), ByteString(hmac_key.as_bytes().to_vec())),
+        ])),
+        ..Secret::default()
+    };
+    env.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("the credentials Secret");
+}
+
+/// [`Env::wait`] for the tests that run in real time (a real HTTP metal-api): a bound of two
+/// minutes, not hours.
+pub async fn wait_real(env: &Env, what: &str, done: impl Fn(&FakeApiServer) -> bool) {
+    let result = env.api.wait_until(WaitBound::Timeout(Duration::from_secs(120)), done).await;
+    assert!(result.is_ok(), "{what}: not reached within two minutes; capms objects:\n{}", env.describe());
+}
+
+/// True once a MetalStackMachine has its metal machine.
+pub fn machine_allocated(api: &FakeApiServer) -> bool {
+    objects::<MetalStackMachine>(api).iter().any(|machine| {
+        condition_status(machine, "MachineAllocated").is_some_and(|status| status.starts_with("True"))
+    })
+}

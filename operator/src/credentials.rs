@@ -1,0 +1,89 @@
+//! Credentials Secrets stay until the clusters that use them are gone.
+//!
+//! A MetalStackCluster with `spec.credentialsRef` needs its Secret until its last metal-api
+//! object is freed. Deleting a namespace deletes the Secret and the cluster at once: without
+//! protection the Secret goes first, every later reconcile fails with "credentials Secret …
+//! not found", the cluster's finalizer never finishes, the namespace stays Terminating and the
+//! machines stay allocated.
+//!
+//! Expected flow:
+//! 1. The cluster controller reads the Secret of a MetalStackCluster (every reconcile does, to
+//!    build its client) and, if the Secret is not being deleted, adds [`CREDENTIALS_FINALIZER`]
+//!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]).
+//! 2. The credentials controller watches only Secrets with that label. For each it lists the
+//!    MetalStackClusters of the Secret's namespace (all of them, whatever `--watch-filter`
+//!    says, because a cluster of another manager needs the Secret just as much); when none
+//!    names the Secret, it removes the finalizer and the label ([`release`]).
+//! 3. It runs when the Secret changes (a deletion sets its deletionTimestamp), when a
+//!    MetalStackCluster that is being deleted changes or disappears (mapped to the Secret it
+//!    names), and every [`RESYNC`].
+//!
+//! Guarantees: a Secret named by a MetalStackCluster that the manager has reconciled once is
+//! not removed from the API before that cluster is (a deleted Secret stays readable while it
+//! waits); a Secret that no cluster names loses the finalizer at its deletion or within a
+//! resync.
+//!
+//! Assumptions: the manager may patch Secrets (its ClusterRole says so). A Secret that is
+//! already being deleted when a cluster first names it cannot get a finalizer (the apiserver
+//! forbids new finalizers on deleted objects); its cluster then fails with the Secret's
+//! absence, as before. Between a release and the next reconcile of a cluster that started
+//! naming the Secret meanwhile, the Secret is unprotected for one reconcile.
+
+use crate::apply::MetadataPatch;
+use crate::error::OperatorError;
+use crate::gather::Namespace;
+use capms_core::api::MetalStackCluster;
+use capms_core::reconcile::FinalizerAction;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The finalizer on a credentials Secret while a MetalStackCluster names it.
+pub const CREDENTIALS_FINALIZER: &str = "metal-stack.infrastructure.cluster.x-k8s.io/credentials";
+
+/// The label that marks a Secret as protected, so that the manager watches only those Secrets.
+pub const CREDENTIALS_LABEL: &str = "metal-stack.infrastructure.cluster.x-k8s.io/credentials";
+
+/// How often a protected Secret is checked without any event (a cluster's credentialsRef
+/// changed to another Secret).
+pub const RESYNC: Duration = Duration::from_secs(10 * 60);
+
+/// Adds the finalizer and the label to the credentials Secret of a live cluster, if missing.
+pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorError> {
+    if secret.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let mut patch = MetadataPatch::default();
+    patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Add);
+    patch.labels(&secret.metadata, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
+    let namespace = Namespace::of(client, &secret.metadata);
+    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await
+}
+
+/// Removes the finalizer and the label once no MetalStackCluster of the namespace names the
+/// Secret; otherwise looks again after [`RESYNC`].
+pub async fn release(client: &Client, secret: &Secret) -> Result<Action, OperatorError> {
+    let namespace = Namespace::of(client, &secret.metadata);
+    let clusters = namespace.api::<MetalStackCluster>().list(&ListParams::default()).await?;
+    let name = secret.name_any();
+    let named = clusters.items.iter().any(|cluster| credentials_name(cluster) == Some(name.as_str()));
+    if named {
+        return Ok(Action::requeue(RESYNC));
+    }
+    let mut patch = MetadataPatch::default();
+    patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
+    patch.remove_label(&secret.metadata, CREDENTIALS_LABEL);
+    if !patch.is_empty() {
+        tracing::info!(secret = %name, namespace = ?secret.namespace(), "no MetalStackCluster names the credentials Secret any more: released");
+    }
+    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await?;
+    Ok(Action::await_change())
+}
+
+/// The name of the Secret a MetalStackCluster takes its credentials from.
+pub fn credentials_name(cluster: &MetalStackCluster) -> Option<&str> {
+    cluster.spec.credentials_ref.as_ref().map(|reference| reference.name.as_str())
+}

@@ -1,0 +1,100 @@
+//! Credentials Secrets stay as long as a cluster needs them (`operator/src/credentials.rs`):
+//! deleting a namespace deletes the Secret and the cluster together, and the cluster must still
+//! free its machines with the Secret's credentials.
+
+mod support;
+
+use capms_core::api::capi::Cluster;
+use capms_core::api::{MetalStackCluster, MetalStackMachine};
+use capms_fake_apiserver::FakeApiServer;
+use capms_operator::clock::{Clock, drive_sim};
+use capms_operator::credentials::{CREDENTIALS_FINALIZER, CREDENTIALS_LABEL};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, PostParams};
+use std::collections::BTreeMap;
+use support::{
+    CREDENTIALS, Capi, Env, create_credentials, machine_allocated, management_cluster, metal_api, objects,
+    wait_real,
+};
+
+const HMAC_KEY: &str = "credentials-test-key";
+
+fn secret_state(api: &FakeApiServer) -> Option<(Vec<String>, bool)> {
+    let secret = objects::<Secret>(api).into_iter().find(|secret| {
+        secret.pointer("/metadata/name").and_then(serde_json::Value::as_str) == Some(CREDENTIALS)
+    })?;
+    let finalizers = secret
+        .pointer("/metadata/finalizers")
+        .and_then(serde_json::Value::as_array)
+        .map(|items| items.iter().filter_map(|item| item.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    Some((finalizers, secret.pointer("/metadata/deletionTimestamp").is_some()))
+}
+
+fn protected(api: &FakeApiServer) -> bool {
+    secret_state(api).is_some_and(|(finalizers, _)| finalizers.iter().any(|f| f == CREDENTIALS_FINALIZER))
+}
+
+/// What deleting the namespace does: the credentials Secret is deleted first (or at the same
+/// time as the cluster). The cluster must still free its machines with it, so the Secret
+/// stays, marked deleted, until the cluster is gone.
+#[tokio::test]
+async fn a_credentials_secret_deleted_before_its_cluster_stays_until_the_cluster_is_freed() {
+    let clock = Clock::wall();
+    let sim = support::datacenter(&clock);
+    // The datacenter follows the wall clock, so that metal-api releases the freed IPs.
+    drive_sim(sim.clone(), clock.clone());
+    let url = metal_api(sim.clone(), HMAC_KEY, None).await;
+    let env = Env::start_with(management_cluster(), sim.clone(), None, clock).await;
+    create_credentials(&env, url, HMAC_KEY).await;
+    let capi = Capi { env: &env };
+    let cluster = capi.create_cluster_with_credentials("tau", false, false, Some(CREDENTIALS)).await;
+    capi.create_machine(&cluster, "tau-md-0", false).await;
+    capi.wait_and_sync_cluster("tau").await;
+    wait_real(&env, "the machine is allocated and the Secret protected", |api| {
+        protected(api) && machine_allocated(api)
+    })
+    .await;
+
+    env.api::<Secret>().delete(CREDENTIALS, &DeleteParams::default()).await.expect("deleted");
+    assert_eq!(secret_state(&env.api).map(|(_, deleting)| deleting), Some(true), "marked deleted, kept");
+    env.api::<Cluster>().delete("tau", &DeleteParams::background()).await.expect("the Cluster is deleted");
+    wait_real(&env, "every capms object is gone", |api| {
+        objects::<MetalStackMachine>(api).is_empty() && objects::<MetalStackCluster>(api).is_empty()
+    })
+    .await;
+    wait_real(&env, "the Secret is released and gone", |api| secret_state(api).is_none()).await;
+    let allocated: Vec<_> =
+        sim.machines().into_iter().filter(|machine| machine.allocation.is_some()).collect();
+    assert!(
+        allocated.is_empty(),
+        "the machine was freed with the deleted Secret's credentials: {allocated:?}"
+    );
+    env.stop().await.expect("the manager stops cleanly");
+}
+
+/// A Secret that carries the mark but that no cluster names (its cluster moved to other
+/// credentials, or is gone) loses the finalizer and the label.
+#[tokio::test(start_paused = true)]
+async fn a_marked_secret_that_no_cluster_names_is_released() {
+    let env = Env::start().await;
+    let marked = Secret {
+        metadata: ObjectMeta {
+            name: Some(CREDENTIALS.to_string()),
+            finalizers: Some(vec![CREDENTIALS_FINALIZER.to_string(), "example.com/other".to_string()]),
+            labels: Some(BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())])),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    };
+    env.api::<Secret>().create(&PostParams::default(), &marked).await.expect("the marked Secret");
+    env.wait("the mark is removed, other finalizers kept", |api| {
+        secret_state(api).is_some_and(|(finalizers, _)| finalizers == ["example.com/other"])
+    })
+    .await;
+    let secret = env.api::<Secret>().get(CREDENTIALS).await.expect("the Secret");
+    assert!(!secret.labels().contains_key(CREDENTIALS_LABEL), "{:?}", secret.labels());
+    env.stop().await.expect("the manager stops cleanly");
+}
