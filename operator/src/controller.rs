@@ -18,6 +18,7 @@
 
 use crate::apply::{MetadataPatch, apply_status, publish_events};
 use crate::backend::Backends;
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::credentials;
 use crate::error::OperatorError;
@@ -59,6 +60,8 @@ pub struct Context {
     pub backends: Backends,
     pub metrics: Arc<Metrics>,
     pub cache: MachineCache,
+    /// Failures in a row per object, for the retry delay of `error_policy`.
+    pub backoff: Backoff,
     pub recorder: Recorder,
     pub clock: Clock,
     /// `--record-trace`: where reconciles are recorded (docs/traces.md).
@@ -81,6 +84,7 @@ impl Context {
             backends,
             metrics,
             cache: MachineCache::new(RefreshPolicy::default()),
+            backoff: Backoff::default(),
             clock,
             trace: None,
         }
@@ -138,27 +142,39 @@ fn namespaced_ref<K: Resource<DynamicType = ()>>(name: &str, namespace: Option<&
     }
 }
 
-/// Times a reconcile and counts its failure class.
-async fn measured<F>(metrics: &Metrics, kind: &str, reconcile: F) -> Result<Action, OperatorError>
+/// The key of an object in [`Context::backoff`].
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Times a reconcile of `object` and counts its failure class; a success ends the object's
+/// backoff.
+async fn measured<K, F>(context: &Context, object: &K, reconcile: F) -> Result<Action, OperatorError>
 where
+    K: Resource<DynamicType = ()>,
     F: Future<Output = Result<Action, OperatorError>>,
 {
+    let kind = K::kind(&());
     let started = Instant::now();
     let result = reconcile.await;
-    metrics.reconciled(kind, started.elapsed());
-    if let Err(error) = &result {
-        metrics.reconcile_failed(kind, error.class());
+    context.metrics.reconciled(&kind, started.elapsed());
+    match &result {
+        Ok(_) => context.backoff.succeeded(&backoff_key(object)),
+        Err(error) => context.metrics.reconcile_failed(&kind, error.class()),
     }
     result
 }
 
+/// Retries a failed reconcile after its error class's delay, doubled for every failure of the
+/// object in a row ([`crate::backoff`]).
 fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &OperatorError,
-    _: Arc<Context>,
+    context: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");
-    Action::requeue(error.retry_after())
+    let retry = context.backoff.failed(&backoff_key(object.as_ref()), error.retry_after());
+    tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, retry_seconds = retry.as_secs_f64(), "reconcile failed");
+    Action::requeue(retry)
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -169,7 +185,7 @@ async fn reconcile_metal_machine(
     object: Arc<MetalStackMachine>,
     context: Arc<Context>,
 ) -> Result<Action, OperatorError> {
-    measured(&context.metrics, "MetalStackMachine", machine_pass(&object, &context)).await
+    measured(&context, object.as_ref(), machine_pass(&object, &context)).await
 }
 
 async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<Action, OperatorError> {
@@ -256,7 +272,7 @@ async fn reconcile_metal_cluster(
     object: Arc<MetalStackCluster>,
     context: Arc<Context>,
 ) -> Result<Action, OperatorError> {
-    measured(&context.metrics, "MetalStackCluster", cluster_pass(&object, &context)).await
+    measured(&context, object.as_ref(), cluster_pass(&object, &context)).await
 }
 
 async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<Action, OperatorError> {
@@ -372,7 +388,7 @@ async fn reconcile_metal_firewall(
     object: Arc<MetalStackFirewall>,
     context: Arc<Context>,
 ) -> Result<Action, OperatorError> {
-    measured(&context.metrics, "MetalStackFirewall", firewall_pass(&object, &context)).await
+    measured(&context, object.as_ref(), firewall_pass(&object, &context)).await
 }
 
 async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result<Action, OperatorError> {
@@ -428,7 +444,7 @@ fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackF
 // ----------------------------------------------------------------------------------------------
 
 async fn reconcile_credentials(object: Arc<Secret>, context: Arc<Context>) -> Result<Action, OperatorError> {
-    measured(&context.metrics, "Secret", credentials::release(&context.client, &object)).await
+    measured(&context, object.as_ref(), credentials::release(&context.client, &object)).await
 }
 
 /// Watches only the Secrets the cluster controller protected (by their label), and the

@@ -8,6 +8,7 @@
 //! - [`gather`] and [`apply`]: a reconcile's inputs from, and its outcome to, the cluster;
 //! - [`backend`]: default and per-cluster metal-api backends, metrics and allocation limits
 //!   around every call;
+//! - [`backoff`]: per-object exponential backoff of failed reconciles;
 //! - [`credentials`]: per-cluster credentials Secrets kept until their clusters are gone;
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging;
 //! - [`manifests`]: CRDs and clusterctl artifacts;
@@ -15,6 +16,7 @@
 
 pub mod apply;
 pub mod backend;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod controller;

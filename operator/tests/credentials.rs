@@ -98,3 +98,23 @@ async fn a_marked_secret_that_no_cluster_names_is_released() {
     assert!(!secret.labels().contains_key(CREDENTIALS_LABEL), "{:?}", secret.labels());
     env.stop().await.expect("the manager stops cleanly");
 }
+
+/// A cluster whose credentials Secret does not exist fails every reconcile. Each failure in a
+/// row doubles the wait before the next attempt (from 60 s for this class, up to 5 min), so an
+/// hour brings about 15 attempts where a fixed delay would bring 60.
+#[tokio::test(start_paused = true)]
+async fn a_cluster_whose_credentials_secret_is_missing_is_retried_less_and_less_often() {
+    let env = Env::start().await;
+    let capi = Capi { env: &env };
+    capi.create_cluster_with_credentials("upsilon", false, false, Some("not-there")).await;
+    env.idle(std::time::Duration::from_secs(3600)).await;
+    let metrics = env.metrics.encode().expect("metrics encode");
+    let failures = metrics
+        .lines()
+        .find(|line| line.starts_with("capms_reconcile_errors_total{") && line.contains("MetalStackCluster"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no failure count for the cluster:\n{metrics}"));
+    assert!((5..=20).contains(&failures), "{failures} failed reconciles in an hour");
+    env.stop().await.expect("the manager stops cleanly");
+}
