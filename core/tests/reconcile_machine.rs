@@ -912,3 +912,24 @@ fn deletion_without_the_finalizer_does_nothing() {
     assert_eq!(outcome.finalizer, FinalizerAction::Keep);
     assert_eq!(fixture.world.backend.calls(), vec![]);
 }
+
+// ----- the per-cluster read cache -----
+
+#[test]
+fn the_cache_forgets_clusters_not_read_for_an_hour() {
+    let world = World::new();
+    let cache = MachineCache::default();
+    let deleted = ObjectRef::new(NAMESPACE, "deleted", "uid-deleted");
+    let live = ObjectRef::new(NAMESPACE, CLUSTER_NAME, CLUSTER_UID);
+    let read = |cluster: &ObjectRef| {
+        block_on(cache.fetch(&world.backend, cluster, PROJECT, "no-such-machine", world.now()))
+            .expect("a find and a get");
+    };
+    read(&deleted);
+    world.sim.advance(Duration::from_secs(30 * 60));
+    read(&live);
+    assert_eq!(cache.clusters_cached(), 2, "after half an hour both are kept");
+    world.sim.advance(Duration::from_secs(31 * 60));
+    read(&live);
+    assert_eq!(cache.clusters_cached(), 1, "the cluster not read for an hour is forgotten");
+}

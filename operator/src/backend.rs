@@ -46,12 +46,25 @@ impl PartitionLimiter {
             return None;
         }
         let mut partitions = self.partitions.lock().ok()?;
+        if !partitions.contains_key(partition) && partitions.len() >= PARTITIONS_MAX {
+            // Partition names come from user specs (typos included): drop the idle ones.
+            partitions.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+        }
         let semaphore = partitions
             .entry(partition.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.in_flight_max)));
         Some(semaphore.clone())
     }
+
+    /// How many partitions have a semaphore now.
+    pub fn partitions_tracked(&self) -> usize {
+        self.partitions.lock().map(|partitions| partitions.len()).unwrap_or(0)
+    }
 }
+
+/// Above this many partitions with a semaphore, those without an allocation in flight are
+/// dropped before another is added.
+pub const PARTITIONS_MAX: usize = 64;
 
 /// A backend with metrics and the allocation limit around every call.
 pub struct Instrumented {
@@ -259,6 +272,14 @@ impl Backends {
         Ok((backend, Some(secret)))
     }
 
+    /// Drops the client built from the Secret `namespace/name` (no cluster names it any more).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut cache) = self.per_secret.lock() {
+            cache.remove(&(namespace.to_string(), name.to_string()));
+            self.metrics.credentials_clients.set(gauge_value(cache.len()));
+        }
+    }
+
     fn backend_of_secret(
         &self,
         namespace: &str,
@@ -281,8 +302,13 @@ impl Backends {
         let backend: Arc<dyn MetalBackend> =
             Arc::new(Instrumented::new(Arc::new(client), self.metrics.clone(), self.limiter.clone()));
         cache.insert(key, (version, backend.clone()));
+        self.metrics.credentials_clients.set(gauge_value(cache.len()));
         Ok(backend)
     }
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// The class label of a backend error (metrics, conditions).
@@ -316,6 +342,19 @@ mod tests {
         let after = limiter.semaphore("mini-lab").and_then(|semaphore| semaphore.try_acquire_owned().ok());
         assert!(after.is_some(), "the permit returns when the allocation ends");
         assert!(PartitionLimiter::new(0).semaphore("mini-lab").is_none());
+    }
+
+    #[test]
+    fn idle_partitions_are_dropped_past_the_limit_and_busy_ones_kept() {
+        let limiter = PartitionLimiter::new(1);
+        let busy = limiter.semaphore("busy").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(busy.is_some());
+        for index in 0..PARTITIONS_MAX * 2 {
+            let _ = limiter.semaphore(&format!("typo-{index}"));
+        }
+        assert!(limiter.partitions_tracked() <= PARTITIONS_MAX, "{}", limiter.partitions_tracked());
+        let again = limiter.semaphore("busy").and_then(|semaphore| semaphore.try_acquire_owned().ok());
+        assert!(again.is_none(), "the partition with an allocation in flight kept its semaphore");
     }
 
     #[test]

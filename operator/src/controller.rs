@@ -444,7 +444,16 @@ fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackF
 // ----------------------------------------------------------------------------------------------
 
 async fn reconcile_credentials(object: Arc<Secret>, context: Arc<Context>) -> Result<Action, OperatorError> {
-    measured(&context, object.as_ref(), credentials::release(&context.client, &object)).await
+    measured(&context, object.as_ref(), credentials_pass(&object, &context)).await
+}
+
+/// Releases the Secret if no cluster names it any more, and forgets the client built from it.
+async fn credentials_pass(secret: &Secret, context: &Context) -> Result<Action, OperatorError> {
+    if !credentials::release(&context.client, secret).await? {
+        return Ok(Action::requeue(credentials::RESYNC));
+    }
+    context.backends.forget(&secret.namespace().unwrap_or_default(), &secret.name_any());
+    Ok(Action::await_change())
 }
 
 /// Watches only the Secrets the cluster controller protected (by their label), and the

@@ -36,7 +36,6 @@ use capms_core::api::MetalStackCluster;
 use capms_core::reconcile::FinalizerAction;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
-use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,14 +63,14 @@ pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorErr
 }
 
 /// Removes the finalizer and the label once no MetalStackCluster of the namespace names the
-/// Secret; otherwise looks again after [`RESYNC`].
-pub async fn release(client: &Client, secret: &Secret) -> Result<Action, OperatorError> {
+/// Secret, and says whether it did (if not, look again after [`RESYNC`]).
+pub async fn release(client: &Client, secret: &Secret) -> Result<bool, OperatorError> {
     let namespace = Namespace::of(client, &secret.metadata);
     let clusters = namespace.api::<MetalStackCluster>().list(&ListParams::default()).await?;
     let name = secret.name_any();
     let named = clusters.items.iter().any(|cluster| credentials_name(cluster) == Some(name.as_str()));
     if named {
-        return Ok(Action::requeue(RESYNC));
+        return Ok(false);
     }
     let mut patch = MetadataPatch::default();
     patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
@@ -80,7 +79,7 @@ pub async fn release(client: &Client, secret: &Secret) -> Result<Action, Operato
         tracing::info!(secret = %name, namespace = ?secret.namespace(), "no MetalStackCluster names the credentials Secret any more: released");
     }
     patch.apply(&namespace.api::<Secret>(), &secret.metadata).await?;
-    Ok(Action::await_change())
+    Ok(true)
 }
 
 /// The name of the Secret a MetalStackCluster takes its credentials from.

@@ -8,10 +8,12 @@
 //! | `capms_metal_api_calls_total` | `operation`, `status_class` (2xx, 4xx, 5xx, other, transport) |
 //! | `capms_metal_api_call_duration_seconds` | `operation` |
 //! | `capms_allocations_total` | `kind` (machine, firewall), `outcome` (allocated, failed) |
+//! | `capms_credentials_clients` | (gauge) metal-api clients built from credentials Secrets, cached |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::fmt;
@@ -59,6 +61,7 @@ pub struct Metrics {
     pub metal_api_calls: Family<CallLabels, Counter>,
     pub metal_api_call_duration: Family<OperationLabels, Histogram>,
     pub allocations: Family<AllocationLabels, Counter>,
+    pub credentials_clients: Gauge,
     registry: Mutex<Registry>,
 }
 
@@ -83,6 +86,7 @@ impl Metrics {
             metal_api_calls: Family::default(),
             metal_api_call_duration: Family::new_with_constructor(duration_histogram),
             allocations: Family::default(),
+            credentials_clients: Gauge::default(),
             registry: Mutex::new(Registry::with_prefix("capms")),
         };
         metrics.register();
@@ -116,6 +120,11 @@ impl Metrics {
             "allocations",
             "Machine and firewall allocations, by outcome",
             self.allocations.clone(),
+        );
+        registry.register(
+            "credentials_clients",
+            "metal-api clients built from credentials Secrets, cached",
+            self.credentials_clients.clone(),
         );
     }
 

@@ -58,6 +58,9 @@ async fn a_credentials_secret_deleted_before_its_cluster_stays_until_the_cluster
     })
     .await;
 
+    let metrics = env.metrics.encode().expect("metrics encode");
+    assert!(metrics.contains("capms_credentials_clients 1\n"), "one client for the Secret:\n{metrics}");
+
     env.api::<Secret>().delete(CREDENTIALS, &DeleteParams::default()).await.expect("deleted");
     assert_eq!(secret_state(&env.api).map(|(_, deleting)| deleting), Some(true), "marked deleted, kept");
     env.api::<Cluster>().delete("tau", &DeleteParams::background()).await.expect("the Cluster is deleted");
@@ -66,6 +69,11 @@ async fn a_credentials_secret_deleted_before_its_cluster_stays_until_the_cluster
     })
     .await;
     wait_real(&env, "the Secret is released and gone", |api| secret_state(api).is_none()).await;
+    let metrics = env.metrics.encode().expect("metrics encode");
+    assert!(
+        metrics.contains("capms_credentials_clients 0\n"),
+        "the released Secret's client is dropped:\n{metrics}"
+    );
     let allocated: Vec<_> =
         sim.machines().into_iter().filter(|machine| machine.allocation.is_some()).collect();
     assert!(

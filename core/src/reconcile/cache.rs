@@ -127,6 +127,9 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
     to.duration_since(from).try_into().unwrap_or(Duration::ZERO)
 }
 
+/// A cluster whose machines were not read for this long is forgotten (at the next store).
+pub const ENTRY_AGE_MAX: Duration = Duration::from_secs(60 * 60);
+
 #[derive(Debug, Clone)]
 struct Entry {
     fetched: Timestamp,
@@ -249,6 +252,14 @@ impl MachineCache {
         };
         let machines = machines.into_iter().map(|m| (m.id.clone(), (m.clone(), valid(&m)))).collect();
         state.entries.insert(key, Entry { fetched: now, machines });
+        // Deleted clusters are never read again: forget every cluster not read for a while.
+        // A live cluster that is dropped costs one find at its next read, nothing more.
+        state.entries.retain(|_, entry| until(entry.fetched, now) < ENTRY_AGE_MAX);
+    }
+
+    /// How many clusters' machines are cached now.
+    pub fn clusters_cached(&self) -> usize {
+        self.lock().entries.len()
     }
 
     /// Machines of the cluster carrying all `tags`, as last read (no metal-api call). The
