@@ -7,7 +7,8 @@
 //!    version the reconcile read, so a reconcile on stale inputs never writes (409/422 →
 //!    [`OperatorError::Conflict`], retried at once on fresh inputs).
 //! 3. The status goes to the status subresource by server-side apply under one field manager
-//!    (`capms-manager`), and only when it differs from what is stored.
+//!    (`capms-manager`), and only when it differs from what is stored; the apply carries the
+//!    resourceVersion after step 2, so it too applies only to the version the reconcile read.
 //!
 //! Guarantees: no write when nothing changed (a reconcile of a settled object is read-only);
 //! a removed finalizer is the last write on an object (nothing is written to an object that
@@ -127,34 +128,36 @@ impl MetadataPatch {
         self.operations.is_empty()
     }
 
-    /// Writes the patch, conditional on the resourceVersion `meta` was read at.
-    pub async fn apply<K>(self, api: &Api<K>, meta: &ObjectMeta) -> Result<(), OperatorError>
+    /// Writes the patch, conditional on the resourceVersion `meta` was read at, and returns
+    /// the object's resourceVersion after it (the one read if nothing was written).
+    pub async fn apply<K>(self, api: &Api<K>, meta: &ObjectMeta) -> Result<String, OperatorError>
     where
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     {
+        let read = meta.resource_version.clone().unwrap_or_default();
         if self.is_empty() {
-            return Ok(());
+            return Ok(read);
         }
-        let mut operations = vec![json!({
-            "op": "test",
-            "path": "/metadata/resourceVersion",
-            "value": meta.resource_version.clone().unwrap_or_default(),
-        })];
+        let mut operations = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": read})];
         operations.extend(self.operations);
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(operations))?;
         let name = meta.name.clone().unwrap_or_default();
         match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
-            Ok(_) => Ok(()),
+            Ok(written) => Ok(written.meta().resource_version.clone().unwrap_or_default()),
             Err(error) if is_conflict(&error) => Err(OperatorError::Conflict),
             Err(error) => Err(error.into()),
         }
     }
 }
 
-/// Writes `status` by server-side apply unless it equals the stored one.
+/// Writes `status` by server-side apply unless it equals the stored one. The apply carries
+/// `version`, the resourceVersion the status was computed from (after the reconcile's own
+/// metadata patch): if the object changed since, the apiserver answers 409 and nothing is
+/// written, so a reconcile on a stale copy never overwrites a newer status.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     object: &K,
+    version: &str,
     stored: Option<&S>,
     status: &S,
 ) -> Result<(), OperatorError>
@@ -168,7 +171,7 @@ where
     let body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"name": object.name_any()},
+        "metadata": {"name": object.name_any(), "resourceVersion": version},
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -176,6 +179,7 @@ where
         Ok(_) => Ok(()),
         // Gone meanwhile (the finalizer was removed by another replica): nothing to report.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) if is_conflict(&error) => Err(OperatorError::Conflict),
         Err(error) => Err(error.into()),
     }
 }

@@ -215,9 +215,9 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
     patch.finalizer(&object.metadata, MACHINE_FINALIZER, outcome.finalizer);
     patch.labels(&object.metadata, &outcome.labels);
     patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
-    patch.apply(&api, &object.metadata).await?;
+    let version = patch.apply(&api, &object.metadata).await?;
     if outcome.finalizer != FinalizerAction::Remove {
-        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
     }
     Ok(action(outcome.requeue))
 }
@@ -296,10 +296,10 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
     };
     publish_events(&context.recorder, object, &outcome.events).await;
     let api = namespace.api::<MetalStackCluster>();
-    cluster_write_back(&api, object, &outcome).await?;
+    let version = cluster_write_back(&api, object, &outcome).await?;
     apply_firewall_child(&namespace, object, &outcome.firewall).await?;
     if outcome.finalizer != FinalizerAction::Remove && outcome.write_status {
-        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
     }
     Ok(action(outcome.requeue))
 }
@@ -308,7 +308,7 @@ async fn cluster_write_back(
     api: &Api<MetalStackCluster>,
     object: &MetalStackCluster,
     outcome: &ClusterOutcome,
-) -> Result<(), OperatorError> {
+) -> Result<String, OperatorError> {
     let spec = &object.spec;
     let mut patch = MetadataPatch::default();
     patch.finalizer(&object.metadata, CLUSTER_FINALIZER, outcome.finalizer);
@@ -412,9 +412,9 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
     let mut patch = MetadataPatch::default();
     patch.finalizer(&object.metadata, FIREWALL_FINALIZER, outcome.finalizer);
     patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
-    patch.apply(&api, &object.metadata).await?;
+    let version = patch.apply(&api, &object.metadata).await?;
     if outcome.finalizer != FinalizerAction::Remove {
-        apply_status(&api, object, object.status.as_ref(), &outcome.status).await?;
+        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
     }
     Ok(action(outcome.requeue))
 }

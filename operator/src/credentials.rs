@@ -59,7 +59,8 @@ pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorErr
     patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Add);
     patch.labels(&secret.metadata, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
     let namespace = Namespace::of(client, &secret.metadata);
-    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await
+    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await?;
+    Ok(())
 }
 
 /// Removes the finalizer and the label once no MetalStackCluster of the namespace names the

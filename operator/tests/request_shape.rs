@@ -1,12 +1,17 @@
 //! The requests whose shape matters, seen on the wire with tower-test's mock service: a
 //! finalizer/spec write is one JSON patch conditional on the resourceVersion that was read,
 //! and the status is written by server-side apply to the status subresource under the one
-//! field manager, forced.
+//! field manager, forced, conditional on the version it was computed from (that one against
+//! the fake apiserver, which checks it).
+
+mod support;
 
 use capms_core::api::{MACHINE_FINALIZER, MetalStackMachine, MetalStackMachineStatus};
 use capms_core::reconcile::FinalizerAction;
 use capms_operator::apply::{FIELD_MANAGER, MetadataPatch, apply_status};
+use capms_operator::error::OperatorError;
 use http::{Method, Request, Response};
+use kube::api::PostParams;
 use kube::client::Body;
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -81,7 +86,7 @@ async fn status_is_a_forced_server_side_apply_of_the_status_subresource_by_one_f
     });
     let status =
         MetalStackMachineStatus { rack: Some("rack-1".to_string()), ..MetalStackMachineStatus::default() };
-    apply_status(&api, &object, object.status.as_ref(), &status).await.expect("the status applies");
+    apply_status(&api, &object, "43", object.status.as_ref(), &status).await.expect("the status applies");
 
     let (parts, body) = server.await.expect("the mock server runs");
     assert_eq!(parts.method, Method::PATCH);
@@ -93,6 +98,7 @@ async fn status_is_a_forced_server_side_apply_of_the_status_subresource_by_one_f
     assert_eq!(body["apiVersion"], "infrastructure.cluster.x-k8s.io/v1alpha1");
     assert_eq!(body["kind"], "MetalStackMachine");
     assert_eq!(body["metadata"]["name"], "m-0");
+    assert_eq!(body["metadata"]["resourceVersion"], "43", "the version the status was computed from");
     assert_eq!(body["status"]["rack"], "rack-1");
     assert!(body.get("spec").is_none(), "a status apply carries no spec: {body}");
 }
@@ -105,8 +111,30 @@ async fn an_unchanged_status_and_an_empty_patch_send_nothing() {
     let api: Api<MetalStackMachine> = Api::namespaced(Client::new(service, "default"), "default");
     let object = metal_machine();
     let status = MetalStackMachineStatus::default();
-    apply_status(&api, &object, Some(&status), &status).await.expect("nothing to write");
+    apply_status(&api, &object, "42", Some(&status), &status).await.expect("nothing to write");
     let mut patch = MetadataPatch::default();
     patch.finalizer(&object.metadata, "other.io/keep", FinalizerAction::Add);
-    patch.apply(&api, &object.metadata).await.expect("nothing to write");
+    let version = patch.apply(&api, &object.metadata).await.expect("nothing to write");
+    assert_eq!(version, "42", "the version read");
+}
+
+/// kube-runtime reconciles the copy in its cache, which may lag behind the reconcile's own last
+/// write. A status computed from such a copy is refused by the apiserver (the apply carries
+/// the version it was computed from), not written over the newer one.
+#[tokio::test]
+async fn a_status_computed_from_a_stale_copy_is_refused_and_the_newer_status_stays() {
+    let server = support::management_cluster();
+    let api: Api<MetalStackMachine> = Api::namespaced(server.client(), "default");
+    let mut fresh = metal_machine();
+    fresh.metadata.resource_version = None;
+    let stale = api.create(&PostParams::default(), &fresh).await.expect("created");
+    let newer = MetalStackMachineStatus { rack: Some("rack-new".to_string()), ..Default::default() };
+    let version = stale.metadata.resource_version.clone().expect("a version");
+    apply_status(&api, &stale, &version, None, &newer).await.expect("the status of the version read applies");
+
+    let older = MetalStackMachineStatus { rack: Some("rack-old".to_string()), ..Default::default() };
+    let refused = apply_status(&api, &stale, &version, None, &older).await;
+    assert!(matches!(refused, Err(OperatorError::Conflict)), "{refused:?}");
+    let stored = api.get("m-0").await.expect("the machine");
+    assert_eq!(stored.status.and_then(|status| status.rack).as_deref(), Some("rack-new"));
 }

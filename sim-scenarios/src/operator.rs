@@ -41,6 +41,15 @@ pub enum Target {
     Firewall(Key),
 }
 
+impl Target {
+    /// The object's namespace and name.
+    pub fn key(&self) -> &Key {
+        match self {
+            Target::Cluster(key) | Target::Machine(key) | Target::Firewall(key) => key,
+        }
+    }
+}
+
 /// The outcome of one finished reconcile.
 #[derive(Debug)]
 pub enum Outcome {
@@ -375,24 +384,19 @@ impl Operator {
         if spec_changed {
             object.spec.provider_id = outcome.provider_id.clone();
         }
-        if (spec_changed || metadata_changed)
-            && !self.write_object(
-                store,
-                object,
-                read_version,
-                spec_changed,
-                Target::Machine(key.clone()),
-                now,
-                notes,
-            )
-        {
-            return;
+        let mut version = read_version.clone();
+        if spec_changed || metadata_changed {
+            let target = Target::Machine(key.clone());
+            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
+                Some(written) => version = written,
+                None => return,
+            }
         }
         if outcome.finalizer == FinalizerAction::Remove {
             return;
         }
         self.write_status(Target::Machine(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackMachine>(&key.0, &key.1, |m| {
+            store.write_status::<MetalStackMachine>(&key.0, &key.1, version.as_deref(), |m| {
                 m.status = Some(outcome.status.clone())
             })
         });
@@ -425,25 +429,20 @@ impl Operator {
         let metadata_changed =
             apply_metadata(&mut object.metadata, CLUSTER_FINALIZER, outcome.finalizer, &BTreeMap::new());
         let owner = object.clone();
-        if (spec_changed || metadata_changed)
-            && !self.write_object(
-                store,
-                object,
-                read_version,
-                spec_changed,
-                Target::Cluster(key.clone()),
-                now,
-                notes,
-            )
-        {
-            return;
+        let mut version = read_version.clone();
+        if spec_changed || metadata_changed {
+            let target = Target::Cluster(key.clone());
+            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
+                Some(written) => version = written,
+                None => return,
+            }
         }
         apply_firewall_child(store, &owner, &outcome.firewall, now);
         if outcome.finalizer == FinalizerAction::Remove || !outcome.write_status {
             return;
         }
         self.write_status(Target::Cluster(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackCluster>(&key.0, &key.1, |c| {
+            store.write_status::<MetalStackCluster>(&key.0, &key.1, version.as_deref(), |c| {
                 c.status = Some(outcome.status.clone())
             })
         });
@@ -468,24 +467,19 @@ impl Operator {
         }
         let metadata_changed =
             apply_metadata(&mut object.metadata, FIREWALL_FINALIZER, outcome.finalizer, &BTreeMap::new());
-        if (spec_changed || metadata_changed)
-            && !self.write_object(
-                store,
-                object,
-                read_version,
-                spec_changed,
-                Target::Firewall(key.clone()),
-                now,
-                notes,
-            )
-        {
-            return;
+        let mut version = read_version.clone();
+        if spec_changed || metadata_changed {
+            let target = Target::Firewall(key.clone());
+            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
+                Some(written) => version = written,
+                None => return,
+            }
         }
         if outcome.finalizer == FinalizerAction::Remove {
             return;
         }
         self.write_status(Target::Firewall(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackFirewall>(&key.0, &key.1, |f| {
+            store.write_status::<MetalStackFirewall>(&key.0, &key.1, version.as_deref(), |f| {
                 f.status = Some(outcome.status.clone())
             })
         });
@@ -499,7 +493,8 @@ impl Operator {
     }
 
     /// Writes metadata and spec changes, conditional on the resourceVersion the reconcile
-    /// read. Returns whether the write went through; a refused write requeues.
+    /// read. Returns the object's new resourceVersion, or `None` if the write was refused (a
+    /// refused write requeues).
     #[allow(clippy::too_many_arguments)]
     fn write_object<T: crate::store::Stored>(
         &mut self,
@@ -510,14 +505,14 @@ impl Operator {
         target: Target,
         now: Timestamp,
         notes: &mut Vec<String>,
-    ) -> bool {
+    ) -> Option<Option<String>> {
         let key = key_of(object.meta());
         object.meta_mut().resource_version = read_version;
         match store.update(object, spec_changed) {
-            Ok(_) => true,
+            Ok(written) => Some(written.meta().resource_version.clone()),
             Err(error) => {
                 self.conflict(&key, target, &error, now, notes);
-                false
+                None
             }
         }
     }
@@ -539,7 +534,8 @@ impl Operator {
     }
 
     /// Writes a status. A lost write is a failed request to capms-manager (an apiserver
-    /// timeout): the reconcile is retried after [`STATUS_RETRY`].
+    /// timeout): the reconcile is retried after [`STATUS_RETRY`]. A write refused because the
+    /// object changed since the reconcile read it is a conflict, retried at once.
     fn write_status(
         &mut self,
         target: Target,
@@ -554,7 +550,10 @@ impl Operator {
             self.enqueue(target, now.checked_add(STATUS_RETRY).unwrap_or(now));
             return;
         }
-        let _ = write();
+        if let Err(StoreError::Conflict) = write() {
+            let key = target.key().clone();
+            self.conflict(&key, target, &StoreError::Conflict, now, notes);
+        }
     }
 }
 

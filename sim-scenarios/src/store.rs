@@ -265,18 +265,25 @@ impl Store {
         Ok(object)
     }
 
-    /// Writes the status subresource: no resourceVersion check (server-side apply with one
-    /// field manager), metadata and spec untouched.
+    /// Writes the status subresource (server-side apply with one field manager), metadata and
+    /// spec untouched, if the object is still at `expected_version` (the apply carries it as a
+    /// precondition; `None`: no precondition).
     /// A write that changes nothing is a no-op, as with server-side apply: no new
     /// resourceVersion, no watch event.
     pub fn write_status<T: Stored + PartialEq>(
         &mut self,
         namespace: &str,
         name: &str,
+        expected_version: Option<&str>,
         write: impl FnOnce(&mut T),
     ) -> Result<(), StoreError> {
         let key = (namespace.to_string(), name.to_string());
         let current = T::collection(self).objects.get(&key).ok_or(StoreError::NotFound)?;
+        if expected_version
+            .is_some_and(|expected| current.meta().resource_version.as_deref() != Some(expected))
+        {
+            return Err(StoreError::Conflict);
+        }
         let mut updated = current.clone();
         write(&mut updated);
         if &updated == current {
