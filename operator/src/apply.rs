@@ -36,22 +36,32 @@ pub async fn publish_events<K: Resource<DynamicType = ()>>(
     object: &K,
     events: &[Event],
 ) {
-    let reference = object.object_ref(&());
     for event in events {
         let type_ = match event.type_ {
             EventType::Normal => KubeEventType::Normal,
             EventType::Warning => KubeEventType::Warning,
         };
-        let kube_event = KubeEvent {
-            type_,
-            reason: event.reason.as_str().to_string(),
-            note: Some(event.message.clone()),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(error) = recorder.publish(&kube_event, &reference).await {
-            tracing::warn!(reason = event.reason.as_str(), %error, "cannot publish event");
-        }
+        publish_event(recorder, object, type_, event.reason.as_str(), &event.message).await;
+    }
+}
+
+/// Publishes one event about `object`; a failure is logged, never fails the reconcile.
+pub async fn publish_event<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    type_: KubeEventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.to_string()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(reason, %error, "cannot publish event");
     }
 }
 

@@ -16,7 +16,7 @@
 //! All watches are limited to `--namespace` if given, and all but the Secrets' to
 //! `--watch-filter` if given.
 
-use crate::apply::{MetadataPatch, apply_status, publish_events};
+use crate::apply::{MetadataPatch, apply_status, publish_event, publish_events};
 use crate::backend::Backends;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
@@ -39,9 +39,9 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -297,7 +297,12 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
     publish_events(&context.recorder, object, &outcome.events).await;
     let api = namespace.api::<MetalStackCluster>();
     let version = cluster_write_back(&api, object, &outcome).await?;
-    apply_firewall_child(&namespace, object, &outcome.firewall).await?;
+    let child = apply_firewall_child(&namespace, object, inputs.firewall.as_ref(), &outcome.firewall).await;
+    if let Err(error @ OperatorError::FirewallNameTaken { .. }) = &child {
+        let reason = "FirewallNameTaken";
+        publish_event(&context.recorder, object, EventType::Warning, reason, &error.to_string()).await;
+    }
+    child?;
     if outcome.finalizer != FinalizerAction::Remove && outcome.write_status {
         apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
     }
@@ -333,9 +338,14 @@ fn owner_reference(owner: &MetalStackCluster) -> OwnerReference {
     }
 }
 
+/// Creates or deletes the cluster's MetalStackFirewall as core decided. `existing` is the child
+/// the reconcile saw (owned by `owner`): a delete is conditional on its UID, so that an object
+/// that replaced it meanwhile is left alone; a create that finds the name taken by an object
+/// `owner` does not own fails with [`OperatorError::FirewallNameTaken`].
 async fn apply_firewall_child(
     namespace: &Namespace,
     owner: &MetalStackCluster,
+    existing: Option<&MetalStackFirewall>,
     child: &FirewallChild,
 ) -> Result<(), OperatorError> {
     let api = namespace.api::<MetalStackFirewall>();
@@ -355,15 +365,30 @@ async fn apply_firewall_child(
             };
             match api.create(&PostParams::default(), &firewall).await {
                 Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let taken = api.get_opt(name).await?;
+                    match taken {
+                        Some(other) if !gather::owned_by(&other.metadata, owner) => {
+                            Err(OperatorError::FirewallNameTaken { name: name.clone() })
+                        }
+                        _ => Ok(()),
+                    }
+                }
                 Err(error) => Err(error.into()),
             }
         }
-        FirewallChild::Delete { name } => match api.delete(name, &Default::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(error.into()),
-        },
+        FirewallChild::Delete { name } => {
+            let preconditions = existing
+                .and_then(|firewall| firewall.metadata.uid.clone())
+                .map(|uid| Preconditions { uid: Some(uid), resource_version: None });
+            let params = DeleteParams { preconditions, ..DeleteParams::default() };
+            match api.delete(name, &params).await {
+                Ok(_) => Ok(()),
+                // Gone, or replaced by another object (the UID precondition failed).
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+                Err(error) => Err(error.into()),
+            }
+        }
     }
 }
 

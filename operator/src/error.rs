@@ -20,6 +20,11 @@ pub enum OperatorError {
     /// A cluster's credentials Secret is unusable. Never contains the Secret's values.
     #[error("credentials Secret {secret} {reason}")]
     Credentials { secret: String, reason: String },
+    /// The name of a cluster's firewall is taken by a MetalStackFirewall it does not own.
+    #[error(
+        "MetalStackFirewall {name} exists but is not owned by this MetalStackCluster: capms creates the cluster's firewall under this name; delete or rename the other object"
+    )]
+    FirewallNameTaken { name: String },
     /// An object could not be serialized for a write (a bug).
     #[error("cannot encode the write: {0}")]
     Encode(#[from] serde_json::Error),
@@ -35,6 +40,7 @@ impl OperatorError {
             OperatorError::Kubernetes(_) => "kubernetes",
             OperatorError::Conflict => "conflict",
             OperatorError::NoCredentials | OperatorError::Credentials { .. } => "auth",
+            OperatorError::FirewallNameTaken { .. } => "invalid",
             OperatorError::Encode(_) => "permanent",
         }
     }

@@ -167,8 +167,22 @@ pub async fn cluster_inputs(
         None => 0,
     };
     let firewall_name = capms_core::reconcile::cluster::firewall_name(metal_cluster);
-    let firewall = namespace.get::<MetalStackFirewall>(&firewall_name).await?;
+    // Only the cluster's own child counts: a same-named object of someone else is neither
+    // waited for nor deleted (creating the child then fails with a clear error).
+    let firewall = namespace
+        .get::<MetalStackFirewall>(&firewall_name)
+        .await?
+        .filter(|firewall| owned_by(&firewall.metadata, metal_cluster));
     Ok(ClusterInputs { cluster: cluster.as_ref().map(ClusterFacts::of), machines_remaining, firewall })
+}
+
+/// True if `meta` names `owner` (by UID) among its owners.
+pub fn owned_by(meta: &ObjectMeta, owner: &MetalStackCluster) -> bool {
+    let uid = owner.metadata.uid.as_deref();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|reference| reference.kind == "MetalStackCluster" && Some(reference.uid.as_str()) == uid)
 }
 
 /// What a firewall reconcile reads besides the MetalStackFirewall.

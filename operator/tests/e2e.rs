@@ -8,7 +8,8 @@ use capms_core::ProviderId;
 use capms_core::api::capi::Cluster;
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use capms_core::metal::Machine as MetalMachine;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::{Capi, Env, condition_status, is_provisioned, objects};
@@ -178,4 +179,45 @@ async fn a_trace_recorded_by_the_manager_replays_without_divergence() {
     assert!(summary.backend_calls > 0, "{summary}");
     assert!(!text.contains(support::BOOTSTRAP_SECRET_MARKER), "no user data in the trace");
     assert!(text.contains("fnv1a64:"), "the allocations keep a digest of their user data");
+}
+
+/// Someone else's MetalStackFirewall already has the name capms gives the cluster's firewall.
+/// capms neither adopts it, waits for it nor deletes it: the cluster's reconcile fails with a
+/// clear error until the name is free, then creates its own.
+#[tokio::test(start_paused = true)]
+async fn a_foreign_object_under_the_firewall_name_is_left_alone_until_it_is_gone() {
+    let env = Env::start().await;
+    let foreign = MetalStackFirewall {
+        metadata: ObjectMeta { name: Some("omega-firewall".to_string()), ..ObjectMeta::default() },
+        spec: support::firewall_template().to_firewall_spec(),
+        status: None,
+    };
+    let firewalls = env.api::<MetalStackFirewall>();
+    firewalls.create(&PostParams::default(), &foreign).await.expect("the foreign firewall");
+    let capi = Capi { env: &env };
+    capi.create_cluster("omega", false, true).await;
+    env.idle(Duration::from_secs(600)).await;
+
+    let untouched = firewalls.get("omega-firewall").await.expect("the foreign firewall stays");
+    assert!(untouched.metadata.owner_references.is_none(), "not adopted: {:?}", untouched.metadata);
+    assert!(untouched.metadata.deletion_timestamp.is_none(), "not deleted");
+    let metrics = env.metrics.encode().expect("metrics encode");
+    assert!(
+        metrics.contains("capms_reconcile_errors_total{kind=\"MetalStackCluster\",class=\"invalid\"}"),
+        "the cluster reports the taken name:\n{metrics}"
+    );
+    assert!(
+        env.api.events().iter().any(|event| event.reason == "FirewallNameTaken"),
+        "a Warning event says why: {:?}",
+        env.api.events()
+    );
+
+    firewalls.delete("omega-firewall", &DeleteParams::default()).await.expect("deleted by its owner");
+    env.wait("the cluster creates its own firewall", |api| {
+        objects::<MetalStackFirewall>(api)
+            .iter()
+            .any(|firewall| firewall.pointer("/metadata/ownerReferences/0/name") == Some(&json!("omega")))
+    })
+    .await;
+    env.stop().await.expect("the manager stops cleanly");
 }
