@@ -120,11 +120,13 @@ pub struct RunArgs {
     #[arg(long = "watch-filter", env = "CAPMS_WATCH_FILTER", value_name = "VALUE")]
     pub watch_filter: Option<String>,
 
-    /// Address of the Prometheus /metrics endpoint ("0" disables it).
+    /// Address of the Prometheus /metrics endpoint: ":PORT" listens on all interfaces, IPv4
+    /// and IPv6; "HOST:PORT" on one; "0" disables it.
     #[arg(long = "metrics-bind-address", default_value = ":8080")]
     pub metrics_bind_address: String,
 
-    /// Address of the /healthz and /readyz probes ("0" disables them).
+    /// Address of the /healthz and /readyz probes, as for --metrics-bind-address ("0"
+    /// disables them).
     #[arg(long = "health-probe-bind-address", default_value = ":8081")]
     pub health_probe_bind_address: String,
 
@@ -190,12 +192,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
-/// Parses a Go-style bind address: ":8080" (all interfaces), "127.0.0.1:8080", or "0" (off).
+/// Parses a Go-style bind address: ":8080" (all interfaces, IPv6 and IPv4: `[::]:8080`),
+/// "127.0.0.1:8080", "[::1]:8080", or "0" (off).
 pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
     if text == "0" || text.is_empty() {
         return Ok(None);
     }
-    let full = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    let full = if text.starts_with(':') { format!("[::]{text}") } else { text.to_string() };
     full.parse().map(Some).map_err(|error| format!("{text:?} is not an address like :8080: {error}"))
 }
 
@@ -240,7 +243,12 @@ mod tests {
 
     #[test]
     fn go_style_bind_addresses_parse() {
-        assert_eq!(parse_bind_address(":8080"), Ok(Some(SocketAddr::from(([0, 0, 0, 0], 8080)))));
+        let all_interfaces = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080));
+        assert_eq!(parse_bind_address(":8080"), Ok(Some(all_interfaces)));
+        assert_eq!(
+            parse_bind_address("[::1]:9"),
+            Ok(Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9))))
+        );
         assert_eq!(parse_bind_address("127.0.0.1:9"), Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9)))));
         assert_eq!(parse_bind_address("0"), Ok(None));
         assert!(parse_bind_address("eight").is_err());

@@ -12,7 +12,7 @@ use axum::routing::get;
 use capms_backend_metal::{CaBundle, HmacAuthType, MetalClient, MetalConfig};
 use capms_core::MetalBackend;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -148,11 +148,40 @@ struct Probes {
 }
 
 async fn serve_endpoints(address: SocketAddr, router: Router, what: &str) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
+    let listener = bind_listener(address)
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|error| format!("cannot listen for {what} on {address}: {error}"))?;
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(())
+}
+
+/// Binds `address`. The unspecified IPv6 address (what ":8080" means) listens on IPv4 too,
+/// whatever `net.ipv6.bindv6only` says, so that probes and scrapes reach the pod over either
+/// family; where IPv6 is off in the pod, it falls back to 0.0.0.0.
+pub fn bind_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    if address.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        return Ok(listener);
+    }
+    match dual_stack_listener(address.port()) {
+        Ok(listener) => Ok(listener),
+        Err(error) => {
+            tracing::info!(%error, port = address.port(), "no IPv6 socket; listening on IPv4 only");
+            bind_listener(SocketAddr::from((Ipv4Addr::UNSPECIFIED, address.port())))
+        }
+    }
+}
+
+fn dual_stack_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 async fn start_endpoints(
