@@ -5,7 +5,8 @@
 //! 2. Metadata and spec changes (finalizer, labels, providerID and other write-backs) go in one
 //!    JSON patch that starts with `test /metadata/resourceVersion`: it applies only to the
 //!    version the reconcile read, so a reconcile on stale inputs never writes (409/422 →
-//!    [`OperatorError::Conflict`], retried at once on fresh inputs).
+//!    [`OperatorError::Conflict`], retried after 200 ms, doubling per conflict in a row, or at
+//!    the watch event of the newer version, whichever comes first).
 //! 3. The status goes to the status subresource by server-side apply under one field manager
 //!    (`capms-manager`), and only when it differs from what is stored; the apply carries the
 //!    resourceVersion after step 2, so it too applies only to the version the reconcile read.

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Bounds the machine and firewall allocations in flight per partition, so that a large
@@ -219,8 +219,16 @@ pub struct Backends {
 /// A Secret by namespace and name.
 type SecretKey = (String, String);
 
-/// A backend built from a Secret at this resourceVersion.
-type CachedBackend = (String, Arc<dyn MetalBackend>);
+/// A backend built from a Secret at a resourceVersion, and when it was last handed out.
+struct CachedBackend {
+    version: String,
+    backend: Arc<dyn MetalBackend>,
+    used: Instant,
+}
+
+/// A client built from a Secret and not used for this long is dropped (its Secret may be gone
+/// without this manager seeing it: released by another manager or an earlier leader).
+pub const CLIENT_IDLE_MAX: Duration = Duration::from_secs(60 * 60);
 
 impl fmt::Debug for Backends {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -292,16 +300,20 @@ impl Backends {
             |reason: String| OperatorError::Credentials { secret: format!("{namespace}/{name}"), reason };
         let mut cache =
             self.per_secret.lock().map_err(|_| failed("the client cache is poisoned".to_string()))?;
-        if let Some((cached_version, backend)) = cache.get(&key)
-            && *cached_version == version
+        let now = Instant::now();
+        cache.retain(|_, cached| now.duration_since(cached.used) < CLIENT_IDLE_MAX);
+        self.metrics.credentials_clients.set(gauge_value(cache.len()));
+        if let Some(cached) = cache.get_mut(&key)
+            && cached.version == version
         {
-            return Ok(backend.clone());
+            cached.used = now;
+            return Ok(cached.backend.clone());
         }
         let config = config_from_secret(secret).map_err(failed)?;
         let client = MetalClient::new(config).map_err(|error| failed(error.to_string()))?;
         let backend: Arc<dyn MetalBackend> =
             Arc::new(Instrumented::new(Arc::new(client), self.metrics.clone(), self.limiter.clone()));
-        cache.insert(key, (version, backend.clone()));
+        cache.insert(key, CachedBackend { version, backend: backend.clone(), used: now });
         self.metrics.credentials_clients.set(gauge_value(cache.len()));
         Ok(backend)
     }

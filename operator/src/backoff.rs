@@ -18,8 +18,9 @@ use std::time::Duration;
 pub const DELAY_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// How many objects' failure counts are remembered. Deleted objects are never reconciled
-/// again, so their counts would stay forever: past this many, the oldest-keyed is forgotten
-/// (its next failure starts again from the base delay).
+/// again, so their counts would stay forever: past this many, the first by key is forgotten
+/// (its next failure starts again from the base delay; with 10,000 objects failing at once,
+/// that is the least of the problems).
 pub const OBJECTS_MAX: usize = 10_000;
 
 /// The failures in a row of each failing object, by a key such as `kind/namespace/name`.
@@ -48,7 +49,7 @@ impl Backoff {
         }
     }
 
-    /// How many objects are failing now (for tests and metrics).
+    /// How many objects are failing now.
     pub fn failing(&self) -> usize {
         self.failures.lock().map(|failures| failures.len()).unwrap_or(0)
     }

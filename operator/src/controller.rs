@@ -280,7 +280,7 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
     let inputs = gather::cluster_inputs(&namespace, object).await?;
     let (backend, credentials) = context.backends.resolve(Some(object)).await?;
     if let Some(secret) = &credentials {
-        credentials::protect(&context.client, secret).await?;
+        protect_credentials(context, object, secret).await;
     }
     let input = ClusterInput {
         metal_cluster: object,
@@ -307,6 +307,26 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
         apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
     }
     Ok(action(outcome.requeue))
+}
+
+/// Protects the cluster's credentials Secret ([`credentials::protect`]). Best effort: the
+/// protection is a safeguard for a later deletion, and a refused patch (RBAC without `patch`
+/// on Secrets, an admission policy) must not stop the cluster's own work, its deletion
+/// included. A refusal is logged and reported as a Warning event; a conflict is retried by the
+/// next reconcile.
+async fn protect_credentials(context: &Context, object: &MetalStackCluster, secret: &Secret) {
+    match credentials::protect(&context.client, secret).await {
+        Ok(()) => {}
+        Err(OperatorError::Conflict) => {
+            tracing::debug!(secret = %secret.name_any(), "credentials Secret changed meanwhile")
+        }
+        Err(error) => {
+            let note = format!("cannot mark credentials Secret {} as in use: {error}", secret.name_any());
+            tracing::warn!(cluster = %object.name_any(), "{note}");
+            publish_event(&context.recorder, object, EventType::Warning, "CredentialsNotProtected", &note)
+                .await;
+        }
+    }
 }
 
 async fn cluster_write_back(

@@ -20,14 +20,16 @@
 //!
 //! Guarantees: a Secret named by a MetalStackCluster that the manager has reconciled once is
 //! not removed from the API before that cluster is (a deleted Secret stays readable while it
-//! waits); a Secret that no cluster names loses the finalizer at its deletion or within a
-//! resync.
+//! waits); a Secret that no cluster names loses the finalizer at its deletion, when the last
+//! cluster naming it is deleted, or within a resync. A release that races a cluster starting
+//! to name the Secret protects it again at once ([`release`] lists the clusters again).
 //!
-//! Assumptions: the manager may patch Secrets (its ClusterRole says so). A Secret that is
-//! already being deleted when a cluster first names it cannot get a finalizer (the apiserver
-//! forbids new finalizers on deleted objects); its cluster then fails with the Secret's
-//! absence, as before. Between a release and the next reconcile of a cluster that started
-//! naming the Secret meanwhile, the Secret is unprotected for one reconcile.
+//! Assumptions: the manager may patch Secrets (its ClusterRole says so). Without that right,
+//! or if an admission policy refuses the patch, clusters still work; the cluster controller
+//! reports `CredentialsNotProtected` events and a namespace deletion may stick as before. A
+//! Secret that is already being deleted when a cluster first names it cannot get a finalizer
+//! (the apiserver forbids new finalizers on deleted objects). Without a running manager
+//! (capms uninstalled) nothing removes the finalizer: `docs/mini-lab.md` says how to.
 
 use crate::apply::MetadataPatch;
 use crate::error::OperatorError;
@@ -65,22 +67,39 @@ pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorErr
 
 /// Removes the finalizer and the label once no MetalStackCluster of the namespace names the
 /// Secret, and says whether it did (if not, look again after [`RESYNC`]).
+///
+/// A cluster that starts naming the Secret between the list and the patch would find the
+/// finalizer still there and write nothing, so the clusters are listed again after the patch
+/// and the Secret is protected again if one names it now.
 pub async fn release(client: &Client, secret: &Secret) -> Result<bool, OperatorError> {
     let namespace = Namespace::of(client, &secret.metadata);
-    let clusters = namespace.api::<MetalStackCluster>().list(&ListParams::default()).await?;
     let name = secret.name_any();
-    let named = clusters.items.iter().any(|cluster| credentials_name(cluster) == Some(name.as_str()));
-    if named {
+    if named_by_a_cluster(&namespace, &name).await? {
         return Ok(false);
     }
     let mut patch = MetadataPatch::default();
     patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
     patch.remove_label(&secret.metadata, CREDENTIALS_LABEL);
-    if !patch.is_empty() {
-        tracing::info!(secret = %name, namespace = ?secret.namespace(), "no MetalStackCluster names the credentials Secret any more: released");
+    if patch.is_empty() {
+        return Ok(true);
     }
-    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await?;
+    let secrets = namespace.api::<Secret>();
+    patch.apply(&secrets, &secret.metadata).await?;
+    if named_by_a_cluster(&namespace, &name).await? {
+        if let Some(current) = secrets.get_opt(&name).await? {
+            protect(client, &current).await?;
+        }
+        return Ok(false);
+    }
+    tracing::info!(secret = %name, namespace = ?secret.namespace(), "no MetalStackCluster names the credentials Secret any more: released");
     Ok(true)
+}
+
+/// True if a MetalStackCluster of `namespace` (any, whatever `--watch-filter` says) names the
+/// Secret `name`.
+async fn named_by_a_cluster(namespace: &Namespace, name: &str) -> Result<bool, OperatorError> {
+    let clusters = namespace.api::<MetalStackCluster>().list(&ListParams::default()).await?;
+    Ok(clusters.items.iter().any(|cluster| credentials_name(cluster) == Some(name)))
 }
 
 /// The name of the Secret a MetalStackCluster takes its credentials from.

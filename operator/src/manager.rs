@@ -12,6 +12,7 @@ use axum::routing::get;
 use capms_backend_metal::{CaBundle, HmacAuthType, MetalClient, MetalConfig};
 use capms_core::MetalBackend;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,11 +166,15 @@ pub fn bind_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListen
         return Ok(listener);
     }
     match dual_stack_listener(address.port()) {
-        Ok(listener) => Ok(listener),
+        // A port in use or a privileged port is the same problem on IPv4: report it.
+        Err(error) if matches!(error.kind(), ErrorKind::AddrInUse | ErrorKind::PermissionDenied) => {
+            Err(error)
+        }
         Err(error) => {
             tracing::info!(%error, port = address.port(), "no IPv6 socket; listening on IPv4 only");
             bind_listener(SocketAddr::from((Ipv4Addr::UNSPECIFIED, address.port())))
         }
+        Ok(listener) => Ok(listener),
     }
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, PostParams};
 use std::collections::BTreeMap;
+use std::time::Duration;
 use support::{
     CREDENTIALS, Capi, Env, create_credentials, machine_allocated, management_cluster, metal_api, objects,
     wait_real,
@@ -115,7 +116,7 @@ async fn a_cluster_whose_credentials_secret_is_missing_is_retried_less_and_less_
     let env = Env::start().await;
     let capi = Capi { env: &env };
     capi.create_cluster_with_credentials("upsilon", false, false, Some("not-there")).await;
-    env.idle(std::time::Duration::from_secs(3600)).await;
+    env.idle(Duration::from_secs(3600)).await;
     let metrics = env.metrics.encode().expect("metrics encode");
     let failures = metrics
         .lines()
@@ -124,5 +125,50 @@ async fn a_cluster_whose_credentials_secret_is_missing_is_retried_less_and_less_
         .and_then(|count| count.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no failure count for the cluster:\n{metrics}"));
     assert!((5..=20).contains(&failures), "{failures} failed reconciles in an hour");
+    env.stop().await.expect("the manager stops cleanly");
+}
+
+fn secret_reconciles(env: &Env) -> u64 {
+    let metrics = env.metrics.encode().unwrap_or_default();
+    metrics
+        .lines()
+        .find(|line| line.starts_with("capms_reconciles_total{kind=\"Secret\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Two clusters share one credentials Secret: deleting one leaves the Secret protected for the
+/// other; deleting the other releases it.
+#[tokio::test]
+async fn a_secret_shared_by_two_clusters_stays_protected_until_the_last_is_gone() {
+    let clock = Clock::wall();
+    let sim = support::datacenter(&clock);
+    drive_sim(sim.clone(), clock.clone());
+    let url = metal_api(sim.clone(), HMAC_KEY, None).await;
+    let env = Env::start_with(management_cluster(), sim.clone(), None, clock).await;
+    create_credentials(&env, url, HMAC_KEY).await;
+    let capi = Capi { env: &env };
+    for name in ["phi", "chi"] {
+        capi.create_cluster_with_credentials(name, false, false, Some(CREDENTIALS)).await;
+    }
+    wait_real(&env, "the Secret is protected", protected).await;
+
+    let before = secret_reconciles(&env);
+    env.api::<Cluster>().delete("phi", &DeleteParams::background()).await.expect("phi is deleted");
+    wait_real(&env, "phi's MetalStackCluster is gone", |api| objects::<MetalStackCluster>(api).len() == 1)
+        .await;
+    let reconciled =
+        env.api.wait_until(capms_fake_apiserver::WaitBound::Timeout(Duration::from_secs(60)), |_| {
+            secret_reconciles(&env) > before
+        });
+    assert!(reconciled.await.is_ok(), "phi's deletion makes the manager look at the Secret");
+    assert!(protected(&env.api), "chi still names the Secret");
+
+    env.api::<Cluster>().delete("chi", &DeleteParams::background()).await.expect("chi is deleted");
+    wait_real(&env, "the Secret is released with the last cluster", |api| {
+        objects::<MetalStackCluster>(api).is_empty() && secret_state(api).is_some_and(|(f, _)| f.is_empty())
+    })
+    .await;
     env.stop().await.expect("the manager stops cleanly");
 }

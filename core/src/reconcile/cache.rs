@@ -127,7 +127,7 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
     to.duration_since(from).try_into().unwrap_or(Duration::ZERO)
 }
 
-/// A cluster whose machines were not read for this long is forgotten (at the next store).
+/// A cluster whose machines were not fetched for this long is forgotten (at the next store).
 pub const ENTRY_AGE_MAX: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, Clone)]
@@ -252,7 +252,8 @@ impl MachineCache {
         };
         let machines = machines.into_iter().map(|m| (m.id.clone(), (m.clone(), valid(&m)))).collect();
         state.entries.insert(key, Entry { fetched: now, machines });
-        // Deleted clusters are never read again: forget every cluster not read for a while.
+        // Deleted clusters are never read again: forget every cluster whose machines were not
+        // fetched for a while.
         // A live cluster that is dropped costs one find at its next read, nothing more.
         state.entries.retain(|_, entry| until(entry.fetched, now) < ENTRY_AGE_MAX);
     }
