@@ -92,6 +92,7 @@ impl FakeApiServer {
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
             content_type: content_type.clone(),
+            accept: header(parts, ACCEPT.as_str()),
         });
         tracing::debug!(method = %parts.method, uri = %parts.uri, "fake apiserver request");
         match route::parse(parts.uri.path()) {

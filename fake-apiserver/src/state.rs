@@ -27,6 +27,9 @@ pub struct RequestRecord {
     pub query: String,
     /// The `Content-Type` header, when sent.
     pub content_type: Option<String>,
+    /// The `Accept` header, when sent (metadata-only requests ask for
+    /// `as=PartialObjectMetadata`).
+    pub accept: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 //! 1. The cluster controller reads the Secret of a MetalStackCluster (every reconcile does, to
 //!    build its client) and, if the Secret is not being deleted, adds [`CREDENTIALS_FINALIZER`]
 //!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]).
-//! 2. The credentials controller watches only Secrets with that label. For each it lists the
+//! 2. The credentials controller watches the metadata (never the data) of only the Secrets
+//!    with that label. For each it lists the
 //!    MetalStackClusters of the Secret's namespace (all of them, whatever `--watch-filter`
 //!    says, because a cluster of another manager needs the Secret just as much); when none
 //!    names the Secret, it removes the finalizer and the label ([`release`]).
@@ -37,8 +38,9 @@ use crate::gather::Namespace;
 use capms_core::api::MetalStackCluster;
 use capms_core::reconcile::FinalizerAction;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::ListParams;
-use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -52,16 +54,17 @@ pub const CREDENTIALS_LABEL: &str = "metal-stack.infrastructure.cluster.x-k8s.io
 /// changed to another Secret).
 pub const RESYNC: Duration = Duration::from_secs(10 * 60);
 
-/// Adds the finalizer and the label to the credentials Secret of a live cluster, if missing.
-pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorError> {
-    if secret.metadata.deletion_timestamp.is_some() {
+/// Adds the finalizer and the label to the credentials Secret (`secret`, its metadata) of a
+/// live cluster, if missing.
+pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), OperatorError> {
+    if secret.deletion_timestamp.is_some() {
         return Ok(());
     }
     let mut patch = MetadataPatch::default();
-    patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Add);
-    patch.labels(&secret.metadata, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
-    let namespace = Namespace::of(client, &secret.metadata);
-    patch.apply(&namespace.api::<Secret>(), &secret.metadata).await?;
+    patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Add);
+    patch.labels(secret, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
+    let namespace = Namespace::of(client, secret);
+    patch.apply(&namespace.api::<Secret>(), secret).await?;
     Ok(())
 }
 
@@ -71,27 +74,27 @@ pub async fn protect(client: &Client, secret: &Secret) -> Result<(), OperatorErr
 /// A cluster that starts naming the Secret between the list and the patch would find the
 /// finalizer still there and write nothing, so the clusters are listed again after the patch
 /// and the Secret is protected again if one names it now.
-pub async fn release(client: &Client, secret: &Secret) -> Result<bool, OperatorError> {
-    let namespace = Namespace::of(client, &secret.metadata);
-    let name = secret.name_any();
+pub async fn release(client: &Client, secret: &ObjectMeta) -> Result<bool, OperatorError> {
+    let namespace = Namespace::of(client, secret);
+    let name = secret.name.clone().unwrap_or_default();
     if named_by_a_cluster(&namespace, &name).await? {
         return Ok(false);
     }
     let mut patch = MetadataPatch::default();
-    patch.finalizer(&secret.metadata, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
-    patch.remove_label(&secret.metadata, CREDENTIALS_LABEL);
+    patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
+    patch.remove_label(secret, CREDENTIALS_LABEL);
     if patch.is_empty() {
         return Ok(true);
     }
     let secrets = namespace.api::<Secret>();
-    patch.apply(&secrets, &secret.metadata).await?;
+    patch.apply(&secrets, secret).await?;
     if named_by_a_cluster(&namespace, &name).await? {
-        if let Some(current) = secrets.get_opt(&name).await? {
-            protect(client, &current).await?;
+        if let Some(current) = secrets.get_metadata_opt(&name).await? {
+            protect(client, &current.metadata).await?;
         }
         return Ok(false);
     }
-    tracing::info!(secret = %name, namespace = ?secret.namespace(), "no MetalStackCluster names the credentials Secret any more: released");
+    tracing::info!(secret = %name, namespace = ?secret.namespace, "no MetalStackCluster names the credentials Secret any more: released");
     Ok(true)
 }
 

@@ -105,6 +105,19 @@ async fn a_marked_secret_that_no_cluster_names_is_released() {
     .await;
     let secret = env.api::<Secret>().get(CREDENTIALS).await.expect("the Secret");
     assert!(!secret.labels().contains_key(CREDENTIALS_LABEL), "{:?}", secret.labels());
+    // The controller's list and watch of the marked Secrets ask for metadata only: the manager
+    // never holds the credentials of Secrets it merely guards.
+    let guarded: Vec<_> = env
+        .api
+        .request_log()
+        .into_iter()
+        .filter(|request| request.path.ends_with("/secrets") && request.query.contains("labelSelector"))
+        .collect();
+    assert!(!guarded.is_empty(), "the marked Secrets are listed or watched");
+    for request in &guarded {
+        let accept = request.accept.as_deref().unwrap_or_default();
+        assert!(accept.contains("as=PartialObjectMetadata"), "a full read of Secrets: {request:?}");
+    }
     env.stop().await.expect("the manager stops cleanly");
 }
 
