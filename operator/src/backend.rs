@@ -5,7 +5,7 @@
 //! namespace with keys `url`, and `hmac` (+ optional `hmacAuthType`) or `token`; the Go
 //! provider's names `METAL_API_URL`, `METAL_API_HMAC`, `METAL_API_HMAC_AUTH_TYPE`,
 //! `METAL_API_TOKEN` work too). Otherwise the manager's default backend is used. Clients built
-//! from Secrets are cached per Secret and rebuilt when its resourceVersion changes.
+//! from Secrets are cached per Secret and rebuilt when its data changes.
 
 use crate::error::OperatorError;
 use crate::metrics::Metrics;
@@ -20,6 +20,7 @@ use capms_core::metal::{
 use capms_core::secret::SecretString;
 use capms_core::{BackendError, MetalBackend, Operation};
 use k8s_openapi::api::core::v1::Secret;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -219,9 +220,9 @@ pub struct Backends {
 /// A Secret by namespace and name.
 type SecretKey = (String, String);
 
-/// A backend built from a Secret at a resourceVersion, and when it was last handed out.
+/// A backend built from a Secret's data (known by its digest), and when it was last handed out.
 struct CachedBackend {
-    version: String,
+    digest: [u8; 32],
     backend: Arc<dyn MetalBackend>,
     used: Instant,
 }
@@ -294,7 +295,7 @@ impl Backends {
         name: &str,
         secret: &Secret,
     ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
-        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let digest = data_digest(secret);
         let key = (namespace.to_string(), name.to_string());
         let failed =
             |reason: String| OperatorError::Credentials { secret: format!("{namespace}/{name}"), reason };
@@ -304,7 +305,7 @@ impl Backends {
         cache.retain(|_, cached| now.duration_since(cached.used) < CLIENT_IDLE_MAX);
         self.metrics.credentials_clients.set(gauge_value(cache.len()));
         if let Some(cached) = cache.get_mut(&key)
-            && cached.version == version
+            && cached.digest == digest
         {
             cached.used = now;
             return Ok(cached.backend.clone());
@@ -313,10 +314,23 @@ impl Backends {
         let client = MetalClient::new(config).map_err(|error| failed(error.to_string()))?;
         let backend: Arc<dyn MetalBackend> =
             Arc::new(Instrumented::new(Arc::new(client), self.metrics.clone(), self.limiter.clone()));
-        cache.insert(key, CachedBackend { version, backend: backend.clone(), used: now });
+        cache.insert(key, CachedBackend { digest, backend: backend.clone(), used: now });
         self.metrics.credentials_clients.set(gauge_value(cache.len()));
         Ok(backend)
     }
+}
+
+/// A digest of a Secret's data: the client is rebuilt when the credentials change, not when
+/// only the Secret's metadata does (the finalizer and label capms adds, for one).
+fn data_digest(secret: &Secret) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (key, value) in secret.data.iter().flatten() {
+        hasher.update(u64::try_from(key.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update(u64::try_from(value.0.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.update(&value.0);
+    }
+    hasher.finalize().into()
 }
 
 fn gauge_value(count: usize) -> i64 {
@@ -367,6 +381,22 @@ mod tests {
         assert!(limiter.partitions_tracked() <= PARTITIONS_MAX, "{}", limiter.partitions_tracked());
         let again = limiter.semaphore("busy").and_then(|semaphore| semaphore.try_acquire_owned().ok());
         assert!(again.is_none(), "the partition with an allocation in flight kept its semaphore");
+    }
+
+    #[test]
+    fn only_a_change_of_the_data_changes_the_digest() {
+        let mut marked = secret(&[("url", "http://metal/metal"), ("hmac", "k")]);
+        let before = data_digest(&marked);
+        marked.metadata.finalizers = Some(vec!["capms".to_string()]);
+        marked.metadata.resource_version = Some("2".to_string());
+        assert_eq!(data_digest(&marked), before, "metadata only");
+        let rotated = secret(&[("url", "http://metal/metal"), ("hmac", "k2")]);
+        assert_ne!(data_digest(&rotated), before, "a new key");
+        let shifted = secret(&[("url", "http://metal/metal"), ("hmac", ""), ("hmack", "")]);
+        assert_ne!(
+            data_digest(&shifted),
+            data_digest(&secret(&[("url", "http://metal/metal"), ("hmac", "k")]))
+        );
     }
 
     #[test]
