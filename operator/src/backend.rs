@@ -227,8 +227,9 @@ struct CachedBackend {
     used: Instant,
 }
 
-/// A client built from a Secret and not used for this long is dropped (its Secret may be gone
-/// without this manager seeing it: released by another manager or an earlier leader).
+/// A client built from a Secret and not used for this long is dropped, at the next lookup of
+/// any Secret's client (its Secret may be gone without this manager seeing it: released by
+/// another manager or an earlier leader).
 pub const CLIENT_IDLE_MAX: Duration = Duration::from_secs(60 * 60);
 
 impl fmt::Debug for Backends {
@@ -324,11 +325,21 @@ impl Backends {
 /// only the Secret's metadata does (the finalizer and label capms adds, for one).
 fn data_digest(secret: &Secret) -> [u8; 32] {
     let mut hasher = Sha256::new();
+    // Length-prefixed fields, so that no two different maps give the same bytes; `stringData`
+    // too, which `secret_value` falls back to (a real apiserver folds it into `data`).
+    let mut field = |bytes: &[u8]| {
+        hasher.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.update(bytes);
+    };
     for (key, value) in secret.data.iter().flatten() {
-        hasher.update(u64::try_from(key.len()).unwrap_or(u64::MAX).to_le_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update(u64::try_from(value.0.len()).unwrap_or(u64::MAX).to_le_bytes());
-        hasher.update(&value.0);
+        field(b"data");
+        field(key.as_bytes());
+        field(&value.0);
+    }
+    for (key, value) in secret.string_data.iter().flatten() {
+        field(b"stringData");
+        field(key.as_bytes());
+        field(value.as_bytes());
     }
     hasher.finalize().into()
 }
@@ -392,11 +403,9 @@ mod tests {
         assert_eq!(data_digest(&marked), before, "metadata only");
         let rotated = secret(&[("url", "http://metal/metal"), ("hmac", "k2")]);
         assert_ne!(data_digest(&rotated), before, "a new key");
-        let shifted = secret(&[("url", "http://metal/metal"), ("hmac", ""), ("hmack", "")]);
-        assert_ne!(
-            data_digest(&shifted),
-            data_digest(&secret(&[("url", "http://metal/metal"), ("hmac", "k")]))
-        );
+        // Without length prefixes both would hash as "url" "http://metal/metal" "hmack".
+        let shifted = secret(&[("url", "http://metal/metal"), ("hmack", "")]);
+        assert_ne!(data_digest(&shifted), before, "keys and values are delimited");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::apply::{MetadataPatch, apply_status, publish_event, publish_events};
 use crate::backend::Backends;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
-use crate::credentials;
+use crate::credentials::{self, SecretMeta};
 use crate::error::OperatorError;
 use crate::gather::{self, Namespace};
 use crate::metrics::Metrics;
@@ -40,7 +40,6 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -54,14 +53,6 @@ use std::time::{Duration, Instant};
 /// When nothing else happens, look again after this long (drift from outside: a machine freed
 /// in metal-api without a Kubernetes event).
 const RESYNC: Duration = Duration::from_secs(10 * 60);
-
-/// Triggers of one object that arrive within this window of each other cause one reconcile.
-/// A machine's own writes (finalizer, providerID, status) and its owners' updates wake it in
-/// bursts; a bare-metal machine takes minutes to provision, so a second of delay costs nothing,
-/// and it saves a sixth of the reconciles at scale (docs/benchmarks.md). The window restarts
-/// with every trigger, so it must stay far below the interval between an object's updates, or
-/// updates would be held back.
-const DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// What the controllers share.
 pub struct Context {
@@ -131,7 +122,7 @@ impl Scope {
     }
 
     fn controller_config(&self) -> ControllerConfig {
-        ControllerConfig::default().concurrency(self.concurrency).debounce(DEBOUNCE)
+        ControllerConfig::default().concurrency(self.concurrency)
     }
 }
 
@@ -321,8 +312,8 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
 /// Protects the cluster's credentials Secret ([`credentials::protect`]). Best effort: the
 /// protection is a safeguard for a later deletion, and a refused patch (RBAC without `patch`
 /// on Secrets, an admission policy) must not stop the cluster's own work, its deletion
-/// included. A refusal is logged and reported as a Warning event; a conflict is retried by the
-/// next reconcile.
+/// included. A refusal is logged and reported as a Warning event; a conflict is retried at the
+/// cluster's next reconcile (at the latest after the 10-minute resync).
 async fn protect_credentials(context: &Context, object: &MetalStackCluster, secret: &Secret) {
     match credentials::protect(&context.client, &secret.metadata).await {
         Ok(()) => {}
@@ -496,9 +487,6 @@ fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackF
 // ----------------------------------------------------------------------------------------------
 // Credentials Secrets
 // ----------------------------------------------------------------------------------------------
-
-/// A Secret's metadata: the credentials controller never holds the credentials themselves.
-type SecretMeta = PartialObjectMeta<Secret>;
 
 async fn reconcile_credentials(
     object: Arc<SecretMeta>,

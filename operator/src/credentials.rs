@@ -41,6 +41,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), Operato
     patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Add);
     patch.labels(secret, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
     let namespace = Namespace::of(client, secret);
-    patch.apply(&namespace.api::<Secret>(), secret).await?;
+    patch.apply(&namespace.api::<SecretMeta>(), secret).await?;
     Ok(())
 }
 
@@ -73,7 +74,9 @@ pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), Operato
 ///
 /// A cluster that starts naming the Secret between the list and the patch would find the
 /// finalizer still there and write nothing, so the clusters are listed again after the patch
-/// and the Secret is protected again if one names it now.
+/// and the Secret is protected again if one names it now, or if that cannot be told (the list
+/// failed): once unlabelled, the Secret leaves this controller's watch, and a retry would not
+/// find it.
 pub async fn release(client: &Client, secret: &ObjectMeta) -> Result<bool, OperatorError> {
     let namespace = Namespace::of(client, secret);
     let name = secret.name.clone().unwrap_or_default();
@@ -86,10 +89,10 @@ pub async fn release(client: &Client, secret: &ObjectMeta) -> Result<bool, Opera
     if patch.is_empty() {
         return Ok(true);
     }
-    let secrets = namespace.api::<Secret>();
+    let secrets = namespace.api::<SecretMeta>();
     patch.apply(&secrets, secret).await?;
-    if named_by_a_cluster(&namespace, &name).await? {
-        if let Some(current) = secrets.get_metadata_opt(&name).await? {
+    if named_by_a_cluster(&namespace, &name).await.unwrap_or(true) {
+        if let Some(current) = secrets.get_opt(&name).await? {
             protect(client, &current.metadata).await?;
         }
         return Ok(false);
@@ -104,6 +107,10 @@ async fn named_by_a_cluster(namespace: &Namespace, name: &str) -> Result<bool, O
     let clusters = namespace.api::<MetalStackCluster>().list(&ListParams::default()).await?;
     Ok(clusters.items.iter().any(|cluster| credentials_name(cluster) == Some(name)))
 }
+
+/// A Secret's metadata: what this module reads and writes of a Secret, so that neither the
+/// watch nor the answers to its patches carry the credentials.
+pub type SecretMeta = PartialObjectMeta<Secret>;
 
 /// The name of the Secret a MetalStackCluster takes its credentials from.
 pub fn credentials_name(cluster: &MetalStackCluster) -> Option<&str> {

@@ -158,7 +158,8 @@ async fn serve_endpoints(address: SocketAddr, router: Router, what: &str) -> Res
 
 /// Binds `address`. The unspecified IPv6 address (what ":8080" means) listens on IPv4 too,
 /// whatever `net.ipv6.bindv6only` says, so that probes and scrapes reach the pod over either
-/// family; where IPv6 is off in the pod, it falls back to 0.0.0.0.
+/// family. If the IPv6 socket fails for another reason than a port in use or a privileged
+/// port (IPv6 off in the pod, most likely), it falls back to 0.0.0.0.
 pub fn bind_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     if address.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         let listener = std::net::TcpListener::bind(address)?;
