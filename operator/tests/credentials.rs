@@ -38,18 +38,26 @@ fn protected(api: &FakeApiServer) -> bool {
     secret_state(api).is_some_and(|(finalizers, _)| finalizers.iter().any(|f| f == CREDENTIALS_FINALIZER))
 }
 
-/// What deleting the namespace does: the credentials Secret is deleted first (or at the same
-/// time as the cluster). The cluster must still free its machines with it, so the Secret
-/// stays, marked deleted, until the cluster is gone.
-#[tokio::test]
-async fn a_credentials_secret_deleted_before_its_cluster_stays_until_the_cluster_is_freed() {
+/// The manager without credentials of its own, a simulated metal-api over HTTP in real time,
+/// and the Secret [`CREDENTIALS`] for it: every cluster must name the Secret.
+async fn start_without_default_credentials() -> Env {
     let clock = Clock::wall();
     let sim = support::datacenter(&clock);
     // The datacenter follows the wall clock, so that metal-api releases the freed IPs.
     drive_sim(sim.clone(), clock.clone());
     let url = metal_api(sim.clone(), HMAC_KEY, None).await;
-    let env = Env::start_with(management_cluster(), sim.clone(), None, clock).await;
+    let env = Env::start_with(management_cluster(), sim, None, clock).await;
     create_credentials(&env, url, HMAC_KEY).await;
+    env
+}
+
+/// What deleting the namespace does: the credentials Secret is deleted first (or at the same
+/// time as the cluster). The cluster must still free its machines with it, so the Secret
+/// stays, marked deleted, until the cluster is gone.
+#[tokio::test]
+async fn a_credentials_secret_deleted_before_its_cluster_stays_until_the_cluster_is_freed() {
+    let env = start_without_default_credentials().await;
+    let sim = env.sim.clone();
     let capi = Capi { env: &env };
     let cluster = capi.create_cluster_with_credentials("tau", false, false, Some(CREDENTIALS)).await;
     capi.create_machine(&cluster, "tau-md-0", false).await;
@@ -159,12 +167,7 @@ fn secret_reconciles(env: &Env) -> u64 {
 /// other; deleting the other releases it.
 #[tokio::test]
 async fn a_secret_shared_by_two_clusters_stays_protected_until_the_last_is_gone() {
-    let clock = Clock::wall();
-    let sim = support::datacenter(&clock);
-    drive_sim(sim.clone(), clock.clone());
-    let url = metal_api(sim.clone(), HMAC_KEY, None).await;
-    let env = Env::start_with(management_cluster(), sim.clone(), None, clock).await;
-    create_credentials(&env, url, HMAC_KEY).await;
+    let env = start_without_default_credentials().await;
     let capi = Capi { env: &env };
     for name in ["phi", "chi"] {
         capi.create_cluster_with_credentials(name, false, false, Some(CREDENTIALS)).await;
