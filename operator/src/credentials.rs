@@ -11,10 +11,10 @@
 //!    build its client) and, if the Secret is not being deleted, adds [`CREDENTIALS_FINALIZER`]
 //!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]).
 //! 2. The credentials controller watches the metadata (never the data) of only the Secrets
-//!    with that label. For each it lists the
-//!    MetalStackClusters of the Secret's namespace (all of them, whatever `--watch-filter`
-//!    says, because a cluster of another manager needs the Secret just as much); when none
-//!    names the Secret, it removes the finalizer and the label ([`release`]).
+//!    with that label. For each it lists the MetalStackClusters of the Secret's namespace (all
+//!    of them, whatever `--watch-filter` says, because a cluster of another manager needs the
+//!    Secret just as much); when none names the Secret, it removes the finalizer and the label
+//!    ([`release`]).
 //! 3. It runs when the Secret changes (a deletion sets its deletionTimestamp), when a
 //!    MetalStackCluster that is being deleted changes or disappears (mapped to the Secret it
 //!    names), and every [`RESYNC`].
