@@ -346,13 +346,7 @@ fn run_file(
         println!("{report} ({:.2}s wall)", wall.as_secs_f64());
         ExitCode::SUCCESS
     } else {
-        eprintln!("{report}");
-        if log {
-            eprintln!("datacenter event log:");
-            for line in &report.event_log {
-                eprintln!("    {line}");
-            }
-        }
+        eprintln!("{}", report.with_event_log(log));
         ExitCode::FAILURE
     }
 }

@@ -304,12 +304,6 @@ pub fn run_recorded(file: &Path, seed: Option<u64>, log: bool, trace_path: &Path
         println!("{report}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("{report}");
-    if log {
-        eprintln!("datacenter event log:");
-        for line in &report.event_log {
-            eprintln!("    {line}");
-        }
-    }
+    eprintln!("{}", report.with_event_log(log));
     ExitCode::FAILURE
 }

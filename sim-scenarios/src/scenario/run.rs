@@ -66,6 +66,19 @@ impl ScenarioReport {
     pub fn reproduce_command(&self) -> String {
         reproduce_command(&self.file, self.seed)
     }
+
+    /// The report, followed by the datacenter's whole event log if `log` (`--log`).
+    pub fn with_event_log(&self, log: bool) -> String {
+        let mut text = self.to_string();
+        if log {
+            text.push_str("\ndatacenter event log:");
+            for line in &self.event_log {
+                text.push_str("\n    ");
+                text.push_str(line);
+            }
+        }
+        text
+    }
 }
 
 /// `cargo run -p capms-sim-scenarios --bin capms-sim -- run <file> --seed <n>`.
