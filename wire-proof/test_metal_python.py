@@ -6,7 +6,7 @@ Run by scripts/wire-proof, which starts `capms-sim serve` and Prism in front of 
     WIRE_PROOF_SERVER_URL  the simulated server itself, e.g. http://127.0.0.1:36249/metal
 
 Most calls go THROUGH Prism (`prism proxy --errors`): Prism validates metal-python's requests and
-the server's responses against shared/metal-api/metal-api.json; a request violation is answered
+the server's responses against vendor/metal-api/metal-api.json; a request violation is answered
 422 by Prism without forwarding, a response violation 500. On top of that every Prism response
 must come without an `sl-violations` header (no warnings either). metal-python itself refuses a
 response without a field the spec marks required (ValueError while deserializing).

@@ -2,7 +2,7 @@
 //!
 //! Templates are validated the way the apiserver would see them: variables substituted (with
 //! example values, and again with their defaults), then every document checked against the
-//! `openAPIV3Schema` of its kind — the real CAPI CRDs in `shared/capi-crds/` or capms's own
+//! `openAPIV3Schema` of its kind — the real CAPI CRDs vendored in `vendor/capi-crds/` or capms's own
 //! — made strict (unknown fields are errors, as with `kubectl apply --validate=strict`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +19,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Cluster API CRDs vendored in the repository (`vendor/capi-crds/`, see `vendor/README.md`).
 fn capi_crds() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/capi-crds")
+    workspace().join("vendor/capi-crds")
 }
 
 fn artifacts() -> Vec<Artifact> {

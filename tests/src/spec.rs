@@ -1,4 +1,4 @@
-//! A validator built on metal-api's real Swagger 2.0 spec (`../shared/metal-api/metal-api.json`):
+//! A validator built on metal-api's real Swagger 2.0 spec (`vendor/metal-api/metal-api.json`):
 //! every exchange between `backend-metal` and the simulated server is checked against it.
 //!
 //! What is checked, per exchange:
@@ -21,12 +21,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Where the spec lives relative to this crate (`../shared` beside the repository), unless
-/// `CAPMS_METAL_API_SPEC` names another file.
+/// Where the spec lives: the copy vendored in the repository (`vendor/metal-api/metal-api.json`,
+/// see `vendor/README.md`), unless `CAPMS_METAL_API_SPEC` names another file.
 pub fn spec_path() -> PathBuf {
     match std::env::var_os("CAPMS_METAL_API_SPEC") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/metal-api/metal-api.json"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vendor/metal-api/metal-api.json"),
     }
 }
 

@@ -5,7 +5,7 @@
 //! these CRDs, so it needs no schema, and a subset must stay lenient (every field defaults,
 //! unknown fields are ignored) so that a newer CAPI never breaks deserialization. They
 //! implement `kube_core::Resource`, which is all a kube `Api` or watcher needs. Field names
-//! are checked against CAPI's v1beta2 CRDs (`shared/capi-crds/`).
+//! are checked against CAPI's v1beta2 CRDs (`vendor/capi-crds/` at the repository root).
 
 use std::borrow::Cow;
 

@@ -51,8 +51,9 @@ pub struct Env {
     manager: tokio::task::JoinHandle<Result<(), String>>,
 }
 
+/// One of the Cluster API CRDs vendored in the repository (`vendor/capi-crds/`).
 fn capi_crd(file: &str) -> CustomResourceDefinition {
-    let path = format!("{}/../../shared/capi-crds/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../vendor/capi-crds/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
     serde_saphyr::from_str(&text).unwrap_or_else(|error| panic!("{path} is not a CRD: {error}"))
 }
