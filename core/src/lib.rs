@@ -14,6 +14,7 @@
 pub mod api;
 pub mod backend;
 pub mod error;
+pub mod glue;
 pub mod metal;
 pub mod provider_id;
 pub mod reconcile;

@@ -1,13 +1,13 @@
-//! The controllers of capms's three kinds: each reconcile gathers inputs ([`crate::gather`]), calls the core
-//! reconciler, applies the outcome ([`crate::apply`]) and requeues as core says.
+//! The controllers of capms's three kinds and their shared reflector stores. Each reconcile runs
+//! core's glue ([`capms_core::glue`]): it gathers inputs from the stores, calls the core
+//! reconciler, plans the writes and executes them through [`KubeWriter`], and requeues as the
+//! glue says. What stays here is I/O: the watches, the stores, the kube client, the choice of
+//! metal-api credentials.
 //!
-//! Watches (so that changes are seen promptly, not at the next requeue):
-//! - MetalStackCluster: itself; its MetalStackFirewall (owned); the Cluster whose
-//!   `infrastructureRef` names it.
-//! - MetalStackMachine: itself; the Machine whose `infrastructureRef` names it; the
-//!   MetalStackCluster and the Cluster of its cluster (by the `cluster.x-k8s.io/cluster-name`
-//!   label, from the controller's own cache).
-//! - MetalStackFirewall: itself; the MetalStackCluster that owns it; that cluster's Cluster.
+//! One watch per kind (Cluster, Machine, MetalStackCluster, MetalStackMachine,
+//! MetalStackFirewall) feeds a shared reflector store; each store applies an event before its
+//! subscribers see it, so a reconcile triggered by a change reads at least that change. Which
+//! reconciles a change triggers is the glue's mapping ([`glue::triggers`]).
 //!
 //! A fourth controller keeps credentials Secrets while clusters use them
 //! ([`crate::credentials`]): it watches Secrets with its label, and MetalStackClusters being
@@ -16,43 +16,118 @@
 //! All watches are limited to `--namespace` if given, and all but the Secrets' to
 //! `--watch-filter` if given.
 
-use crate::apply::{MetadataPatch, apply_status, publish_event, publish_events};
+use crate::apply::{KubeWriter, publish_event};
 use crate::backend::Backends;
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::credentials::{self, SecretMeta};
 use crate::error::OperatorError;
-use crate::gather::{self, Namespace};
 use crate::metrics::Metrics;
 use capms_core::api::capi::{self, Cluster, Machine};
-use capms_core::api::{
-    CLUSTER_FINALIZER, FIREWALL_FINALIZER, MACHINE_FINALIZER, MetalStackCluster, MetalStackFirewall,
-    MetalStackMachine,
-};
+use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
+use capms_core::glue::{self, Changed, Kind, Objects, Reconciled, Target, WriteError};
 use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
-    ClusterInput, ClusterOutcome, FinalizerAction, FirewallChild, FirewallInput, MachineCache, MachineInput,
-    MetalClusterFacts, RefreshPolicy, Requeue, reconcile_cluster, reconcile_firewall, reconcile_machine,
+    ClusterInput, Event, EventReason, FirewallInput, MachineCache, MachineInput, MetalClusterFacts,
+    RefreshPolicy, Requeue,
 };
-use capms_core::trace;
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// When nothing else happens, look again after this long (drift from outside: a machine freed
-/// in metal-api without a Kubernetes event).
-const RESYNC: Duration = Duration::from_secs(10 * 60);
+/// How many watch events a shared store buffers for a subscriber that is behind.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// The informer caches the glue reads: one shared reflector store per watched kind.
+#[derive(Clone)]
+#[allow(missing_debug_implementations, reason = "stores of whole objects: too large to print")]
+pub struct Caches {
+    clusters: Store<Cluster>,
+    machines: Store<Machine>,
+    metal_clusters: Store<MetalStackCluster>,
+    metal_machines: Store<MetalStackMachine>,
+    firewalls: Store<MetalStackFirewall>,
+}
+
+/// The writing halves of [`Caches`], taken by [`run`] to feed them.
+struct Writers {
+    clusters: reflector::store::Writer<Cluster>,
+    machines: reflector::store::Writer<Machine>,
+    metal_clusters: reflector::store::Writer<MetalStackCluster>,
+    metal_machines: reflector::store::Writer<MetalStackMachine>,
+    firewalls: reflector::store::Writer<MetalStackFirewall>,
+}
+
+impl Caches {
+    fn new() -> (Caches, Writers) {
+        let (clusters, clusters_writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let (machines, machines_writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let (metal_clusters, metal_clusters_writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let (metal_machines, metal_machines_writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let (firewalls, firewalls_writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let caches = Caches { clusters, machines, metal_clusters, metal_machines, firewalls };
+        let writers = Writers {
+            clusters: clusters_writer,
+            machines: machines_writer,
+            metal_clusters: metal_clusters_writer,
+            metal_machines: metal_machines_writer,
+            firewalls: firewalls_writer,
+        };
+        (caches, writers)
+    }
+}
+
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// The objects of `namespace` labelled with the cluster name `cluster`, by name.
+fn labelled<K>(store: &Store<K>, namespace: &str, cluster: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut found: Vec<Arc<K>> = store
+        .state()
+        .into_iter()
+        .filter(|object| object.meta().namespace.as_deref() == Some(namespace))
+        .filter(|object| capi::label(object.meta(), capi::CLUSTER_NAME_LABEL) == Some(cluster))
+        .collect();
+    found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    found
+}
+
+impl Objects for Caches {
+    fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<Cluster>> {
+        cached(&self.clusters, namespace, name)
+    }
+    fn machine(&self, namespace: &str, name: &str) -> Option<Arc<Machine>> {
+        cached(&self.machines, namespace, name)
+    }
+    fn metal_cluster(&self, namespace: &str, name: &str) -> Option<Arc<MetalStackCluster>> {
+        cached(&self.metal_clusters, namespace, name)
+    }
+    fn firewall(&self, namespace: &str, name: &str) -> Option<Arc<MetalStackFirewall>> {
+        cached(&self.firewalls, namespace, name)
+    }
+    fn metal_clusters_of(&self, namespace: &str, cluster: &str) -> Vec<Arc<MetalStackCluster>> {
+        labelled(&self.metal_clusters, namespace, cluster)
+    }
+    fn metal_machines_of(&self, namespace: &str, cluster: &str) -> Vec<Arc<MetalStackMachine>> {
+        labelled(&self.metal_machines, namespace, cluster)
+    }
+}
 
 /// What the controllers share.
 pub struct Context {
@@ -60,8 +135,11 @@ pub struct Context {
     pub backends: Backends,
     pub metrics: Arc<Metrics>,
     pub cache: MachineCache,
+    /// What the glue reads.
+    pub caches: Caches,
+    writers: Mutex<Option<Writers>>,
     /// Failures in a row per object, for the retry delay of `error_policy`.
-    pub backoff: Backoff,
+    pub backoff: glue::Backoff<String>,
     pub recorder: Recorder,
     pub clock: Clock,
     /// `--record-trace`: where reconciles are recorded (docs/traces.md).
@@ -78,15 +156,31 @@ impl Context {
     pub fn new(client: Client, backends: Backends, metrics: Arc<Metrics>, clock: Clock) -> Self {
         let reporter =
             Reporter { controller: "capms-manager".to_string(), instance: std::env::var("POD_NAME").ok() };
+        let (caches, writers) = Caches::new();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             backends,
             metrics,
             cache: MachineCache::new(RefreshPolicy::default()),
-            backoff: Backoff::default(),
+            caches,
+            writers: Mutex::new(Some(writers)),
+            backoff: glue::Backoff::default(),
             clock,
             trace: None,
+        }
+    }
+
+    /// The glue's writer for objects of kind `K` in the namespace of `meta`.
+    fn writer<K>(&self, meta: &ObjectMeta) -> KubeWriter<'_, K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        KubeWriter {
+            api: Api::namespaced(self.client.clone(), &namespace),
+            firewalls: Api::namespaced(self.client.clone(), &namespace),
+            recorder: &self.recorder,
         }
     }
 }
@@ -131,7 +225,7 @@ fn jitter() -> u64 {
 }
 
 fn action(requeue: Requeue) -> Action {
-    Action::requeue(requeue.unwrap_or(RESYNC))
+    Action::requeue(glue::retry::next(requeue))
 }
 
 fn namespaced_ref<K: Resource<DynamicType = ()>>(name: &str, namespace: Option<&str>) -> ObjectRef<K> {
@@ -140,6 +234,18 @@ fn namespaced_ref<K: Resource<DynamicType = ()>>(name: &str, namespace: Option<&
         Some(namespace) => reference.within(namespace),
         None => reference,
     }
+}
+
+/// The reconcile requests of kind `K` that a change triggers (the glue's mapping).
+fn requests<K: Resource<DynamicType = ()>>(
+    caches: &Caches,
+    changed: Changed<'_>,
+    kind: Kind,
+) -> Vec<ObjectRef<K>> {
+    glue::triggered(caches, changed, kind)
+        .into_iter()
+        .map(|Target { key, .. }| ObjectRef::new(&key.name).within(&key.namespace))
+        .collect()
 }
 
 /// The key of an object in [`Context::backoff`].
@@ -160,13 +266,13 @@ where
     context.metrics.reconciled(&kind, started.elapsed());
     match &result {
         Ok(_) => context.backoff.succeeded(&backoff_key(object)),
-        Err(error) => context.metrics.reconcile_failed(&kind, error.class()),
+        Err(error) => context.metrics.reconcile_failed(&kind, error.class().as_str()),
     }
     result
 }
 
 /// Retries a failed reconcile after its error class's delay, doubled for every failure of the
-/// object in a row ([`crate::backoff`]).
+/// object in a row (the glue's [`glue::retry`]).
 fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &OperatorError,
@@ -175,6 +281,21 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     let retry = context.backoff.failed(&backoff_key(object.as_ref()), error.retry_after());
     tracing::warn!(kind = %K::kind(&()), name = %object.name_any(), namespace = ?object.namespace(), %error, retry_seconds = retry.as_secs_f64(), "reconcile failed");
     Action::requeue(retry)
+}
+
+/// Runs the glue's plan for `object` through the kube writer.
+async fn execute<K>(
+    context: &Context,
+    object: &K,
+    plan: &glue::Plan<K>,
+    firewall_seen: Option<&MetalStackFirewall>,
+) -> Result<Action, OperatorError>
+where
+    K: Reconciled + Resource<Scope = NamespaceResourceScope> + Debug,
+{
+    let mut writer = context.writer::<K>(object.meta());
+    glue::execute(&mut writer, object, plan, firewall_seen).await?;
+    Ok(action(plan.requeue))
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -189,78 +310,50 @@ async fn reconcile_metal_machine(
 }
 
 async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<Action, OperatorError> {
-    let namespace = Namespace::of(&context.client, &object.metadata);
-    let facts = gather::machine_facts(&namespace, object).await?;
-    let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
-    let metal_cluster = facts.metal_cluster.as_ref().map(MetalClusterFacts::of);
+    let facts = glue::gather::machine(&context.caches, object);
+    // The bootstrap Secret is read live, by name: Secrets are not cached.
+    let secret = match facts.bootstrap_secret.as_deref() {
+        Some(name) => {
+            let namespace = object.namespace().unwrap_or_default();
+            Api::<Secret>::namespaced(context.client.clone(), &namespace).get_opt(name).await?
+        }
+        None => None,
+    };
+    let bootstrap = glue::gather::bootstrap(facts.bootstrap_secret.as_deref(), secret.as_ref());
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
+    let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
     let input = MachineInput {
         metal_machine: object,
         capi_machine: facts.capi_machine.as_ref(),
         cluster: facts.cluster.as_ref(),
         metal_cluster: metal_cluster.as_ref(),
-        bootstrap: &facts.bootstrap,
+        bootstrap: &bootstrap,
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = match &context.trace {
-        Some(sink) => {
-            trace::record_machine(&input, backend.as_ref(), &context.cache, Variant::Correct, sink.as_ref())
-                .await
-        }
-        None => reconcile_machine(&input, backend.as_ref(), &context.cache).await,
-    };
-    publish_events(&context.recorder, object, &outcome.events).await;
-    let api = namespace.api::<MetalStackMachine>();
-    let mut patch = MetadataPatch::default();
-    patch.finalizer(&object.metadata, MACHINE_FINALIZER, outcome.finalizer);
-    patch.labels(&object.metadata, &outcome.labels);
-    patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
-    let version = patch.apply(&api, &object.metadata).await?;
-    if outcome.finalizer != FinalizerAction::Remove {
-        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
-    }
-    Ok(action(outcome.requeue))
+    let trace = context.trace.as_deref();
+    let outcome =
+        glue::reconcile::machine(&input, backend.as_ref(), &context.cache, Variant::Correct, trace).await;
+    execute(context, object, &glue::plan::machine(object, &outcome), None).await
 }
 
-/// The MetalStackMachines of the cluster `cluster_name` in `namespace`, from the controller's cache.
-fn machines_of_cluster(
-    store: &Store<MetalStackMachine>,
-    namespace: Option<&str>,
-    cluster_name: Option<&str>,
-) -> Vec<ObjectRef<MetalStackMachine>> {
-    let Some(cluster_name) = cluster_name else { return Vec::new() };
-    store
-        .state()
-        .iter()
-        .filter(|machine| machine.namespace().as_deref() == namespace)
-        .filter(|machine| capi::label(&machine.metadata, capi::CLUSTER_NAME_LABEL) == Some(cluster_name))
-        .map(|machine| ObjectRef::from_obj(machine.as_ref()))
-        .collect()
-}
-
-fn machine_controller(client: &Client, scope: &Scope) -> Controller<MetalStackMachine> {
-    let config = scope.watcher_config();
-    let controller = Controller::new(scope.api::<MetalStackMachine>(client), config.clone())
-        .with_config(scope.controller_config());
-    let by_metal_cluster = controller.store();
-    let by_cluster = controller.store();
-    controller
-        .watches(scope.api::<Machine>(client), config.clone(), |machine| {
-            let reference =
-                machine.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackMachine");
-            reference
-                .map(|r| namespaced_ref::<MetalStackMachine>(&r.name, machine.metadata.namespace.as_deref()))
+fn machine_controller(
+    context: &Context,
+    streams: &mut Subscriptions,
+    scope: &Scope,
+) -> Controller<MetalStackMachine> {
+    let caches = context.caches.clone();
+    let (by_machine, by_metal_cluster, by_cluster) = (caches.clone(), caches.clone(), caches.clone());
+    Controller::for_shared_stream(streams.metal_machines.take(), caches.metal_machines.clone())
+        .with_config(scope.controller_config())
+        .watches_shared_stream(streams.machines.take(), move |machine| {
+            requests(&by_machine, Changed::Machine(&machine), Kind::Machine)
         })
-        .watches(scope.api::<MetalStackCluster>(client), config.clone(), move |metal_cluster| {
-            let cluster_name = capi::label(&metal_cluster.metadata, capi::CLUSTER_NAME_LABEL);
-            machines_of_cluster(&by_metal_cluster, metal_cluster.metadata.namespace.as_deref(), cluster_name)
+        .watches_shared_stream(streams.metal_clusters.take(), move |metal_cluster| {
+            requests(&by_metal_cluster, Changed::MetalCluster(&metal_cluster), Kind::Machine)
         })
-        .watches(scope.api::<Cluster>(client), config, move |cluster| {
-            machines_of_cluster(
-                &by_cluster,
-                cluster.metadata.namespace.as_deref(),
-                cluster.metadata.name.as_deref(),
-            )
+        .watches_shared_stream(streams.clusters.take(), move |cluster| {
+            requests(&by_cluster, Changed::Cluster(&cluster), Kind::Machine)
         })
 }
 
@@ -276,8 +369,7 @@ async fn reconcile_metal_cluster(
 }
 
 async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<Action, OperatorError> {
-    let namespace = Namespace::of(&context.client, &object.metadata);
-    let inputs = gather::cluster_inputs(&namespace, object).await?;
+    let inputs = glue::gather::cluster(&context.caches, object);
     let (backend, credentials) = context.backends.resolve(Some(object)).await?;
     if let Some(secret) = &credentials {
         protect_credentials(context, object, secret).await;
@@ -286,27 +378,12 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
         metal_cluster: object,
         cluster: inputs.cluster.as_ref(),
         machines_remaining: inputs.machines_remaining,
-        firewall: inputs.firewall.as_ref(),
+        firewall: inputs.firewall.as_deref(),
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = match &context.trace {
-        Some(sink) => trace::record_cluster(&input, backend.as_ref(), sink.as_ref()).await,
-        None => reconcile_cluster(&input, backend.as_ref()).await,
-    };
-    publish_events(&context.recorder, object, &outcome.events).await;
-    let api = namespace.api::<MetalStackCluster>();
-    let version = cluster_write_back(&api, object, &outcome).await?;
-    let child = apply_firewall_child(&namespace, object, inputs.firewall.as_ref(), &outcome.firewall).await;
-    if let Err(error @ OperatorError::FirewallNameTaken { .. }) = &child {
-        let reason = "FirewallNameTaken";
-        publish_event(&context.recorder, object, EventType::Warning, reason, &error.to_string()).await;
-    }
-    child?;
-    if outcome.finalizer != FinalizerAction::Remove && outcome.write_status {
-        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
-    }
-    Ok(action(outcome.requeue))
+    let outcome = glue::reconcile::cluster(&input, backend.as_ref(), context.trace.as_deref()).await;
+    execute(context, object, &glue::plan::cluster(object, &outcome), inputs.firewall.as_deref()).await
 }
 
 /// Protects the cluster's credentials Secret ([`credentials::protect`]). Best effort: the
@@ -317,111 +394,32 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
 async fn protect_credentials(context: &Context, object: &MetalStackCluster, secret: &Secret) {
     match credentials::protect(&context.client, &secret.metadata).await {
         Ok(()) => {}
-        Err(OperatorError::Conflict) => {
+        Err(OperatorError::Write(WriteError::Conflict)) => {
             tracing::debug!(secret = %secret.name_any(), "credentials Secret changed meanwhile")
         }
         Err(error) => {
             let note = format!("cannot mark credentials Secret {} as in use: {error}", secret.name_any());
             tracing::warn!(cluster = %object.name_any(), "{note}");
-            publish_event(&context.recorder, object, EventType::Warning, "CredentialsNotProtected", &note)
-                .await;
+            let event = Event::warning(EventReason::CredentialsNotProtected, note);
+            publish_event(&context.recorder, object, &event).await;
         }
     }
 }
 
-async fn cluster_write_back(
-    api: &Api<MetalStackCluster>,
-    object: &MetalStackCluster,
-    outcome: &ClusterOutcome,
-) -> Result<String, OperatorError> {
-    let spec = &object.spec;
-    let mut patch = MetadataPatch::default();
-    patch.finalizer(&object.metadata, CLUSTER_FINALIZER, outcome.finalizer);
-    patch.spec_field("nodeNetworkID", spec.node_network_id.as_ref(), outcome.node_network_id.as_ref());
-    patch.spec_field("controlPlaneIP", spec.control_plane_ip.as_ref(), outcome.control_plane_ip.as_ref());
-    patch.spec_field(
-        "controlPlaneEndpoint",
-        spec.control_plane_endpoint.as_ref(),
-        outcome.control_plane_endpoint.as_ref(),
-    );
-    patch.apply(api, &object.metadata).await
-}
-
-fn owner_reference(owner: &MetalStackCluster) -> OwnerReference {
-    OwnerReference {
-        api_version: MetalStackCluster::api_version(&()).to_string(),
-        kind: MetalStackCluster::kind(&()).to_string(),
-        name: owner.name_any(),
-        uid: owner.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Creates or deletes the cluster's MetalStackFirewall as core decided. `existing` is the child
-/// the reconcile saw (owned by `owner`): a delete is conditional on its UID, so that an object
-/// that replaced it meanwhile is left alone; a create that finds the name taken by an object
-/// `owner` does not own fails with [`OperatorError::FirewallNameTaken`].
-async fn apply_firewall_child(
-    namespace: &Namespace,
-    owner: &MetalStackCluster,
-    existing: Option<&MetalStackFirewall>,
-    child: &FirewallChild,
-) -> Result<(), OperatorError> {
-    let api = namespace.api::<MetalStackFirewall>();
-    match child {
-        FirewallChild::Keep => Ok(()),
-        FirewallChild::Ensure { name, spec } => {
-            let firewall = MetalStackFirewall {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: owner.metadata.namespace.clone(),
-                    labels: owner.metadata.labels.clone(),
-                    owner_references: Some(vec![owner_reference(owner)]),
-                    ..ObjectMeta::default()
-                },
-                spec: spec.clone(),
-                status: None,
-            };
-            match api.create(&PostParams::default(), &firewall).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    let taken = api.get_opt(name).await?;
-                    match taken {
-                        Some(other) if !gather::owned_by(&other.metadata, owner) => {
-                            Err(OperatorError::FirewallNameTaken { name: name.clone() })
-                        }
-                        _ => Ok(()),
-                    }
-                }
-                Err(error) => Err(error.into()),
-            }
-        }
-        FirewallChild::Delete { name } => {
-            let preconditions = existing
-                .and_then(|firewall| firewall.metadata.uid.clone())
-                .map(|uid| Preconditions { uid: Some(uid), resource_version: None });
-            let params = DeleteParams { preconditions, ..DeleteParams::default() };
-            match api.delete(name, &params).await {
-                Ok(_) => Ok(()),
-                // Gone, or replaced by another object (the UID precondition failed).
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-                Err(error) => Err(error.into()),
-            }
-        }
-    }
-}
-
-fn cluster_controller(client: &Client, scope: &Scope) -> Controller<MetalStackCluster> {
-    let config = scope.watcher_config();
-    Controller::new(scope.api::<MetalStackCluster>(client), config.clone())
+fn cluster_controller(
+    context: &Context,
+    streams: &mut Subscriptions,
+    scope: &Scope,
+) -> Controller<MetalStackCluster> {
+    let caches = context.caches.clone();
+    let (by_firewall, by_cluster) = (caches.clone(), caches.clone());
+    Controller::for_shared_stream(streams.metal_clusters.take(), caches.metal_clusters.clone())
         .with_config(scope.controller_config())
-        .owns(scope.api::<MetalStackFirewall>(client), config.clone())
-        .watches(scope.api::<Cluster>(client), config, |cluster| {
-            let reference =
-                cluster.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackCluster");
-            reference
-                .map(|r| namespaced_ref::<MetalStackCluster>(&r.name, cluster.metadata.namespace.as_deref()))
+        .watches_shared_stream(streams.firewalls.take(), move |firewall| {
+            requests(&by_firewall, Changed::Firewall(&firewall), Kind::Cluster)
+        })
+        .watches_shared_stream(streams.clusters.take(), move |cluster| {
+            requests(&by_cluster, Changed::Cluster(&cluster), Kind::Cluster)
         })
 }
 
@@ -437,10 +435,9 @@ async fn reconcile_metal_firewall(
 }
 
 async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result<Action, OperatorError> {
-    let namespace = Namespace::of(&context.client, &object.metadata);
-    let facts = gather::firewall_facts(&namespace, object).await?;
-    let backend = context.backends.for_cluster(facts.metal_cluster.as_ref()).await?;
-    let metal_cluster = facts.metal_cluster.as_ref().map(MetalClusterFacts::of);
+    let facts = glue::gather::firewall(&context.caches, object);
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
+    let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
     let input = FirewallInput {
         firewall: object,
         cluster: facts.cluster.as_ref(),
@@ -448,39 +445,24 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
         now: context.clock.now(),
         jitter: jitter(),
     };
-    let outcome = match &context.trace {
-        Some(sink) => trace::record_firewall(&input, backend.as_ref(), sink.as_ref()).await,
-        None => reconcile_firewall(&input, backend.as_ref()).await,
-    };
-    publish_events(&context.recorder, object, &outcome.events).await;
-    let api = namespace.api::<MetalStackFirewall>();
-    let mut patch = MetadataPatch::default();
-    patch.finalizer(&object.metadata, FIREWALL_FINALIZER, outcome.finalizer);
-    patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
-    let version = patch.apply(&api, &object.metadata).await?;
-    if outcome.finalizer != FinalizerAction::Remove {
-        apply_status(&api, object, &version, object.status.as_ref(), &outcome.status).await?;
-    }
-    Ok(action(outcome.requeue))
+    let outcome = glue::reconcile::firewall(&input, backend.as_ref(), context.trace.as_deref()).await;
+    execute(context, object, &glue::plan::firewall(object, &outcome), None).await
 }
 
-fn firewall_controller(client: &Client, scope: &Scope) -> Controller<MetalStackFirewall> {
-    let config = scope.watcher_config();
-    Controller::new(scope.api::<MetalStackFirewall>(client), config.clone())
+fn firewall_controller(
+    context: &Context,
+    streams: &mut Subscriptions,
+    scope: &Scope,
+) -> Controller<MetalStackFirewall> {
+    let caches = context.caches.clone();
+    let (by_metal_cluster, by_cluster) = (caches.clone(), caches.clone());
+    Controller::for_shared_stream(streams.firewalls.take(), caches.firewalls.clone())
         .with_config(scope.controller_config())
-        .watches(scope.api::<MetalStackCluster>(client), config.clone(), |metal_cluster| {
-            let name = capms_core::reconcile::cluster::firewall_name(&metal_cluster);
-            Some(namespaced_ref::<MetalStackFirewall>(&name, metal_cluster.metadata.namespace.as_deref()))
+        .watches_shared_stream(streams.metal_clusters.take(), move |metal_cluster| {
+            requests(&by_metal_cluster, Changed::MetalCluster(&metal_cluster), Kind::Firewall)
         })
-        .watches(scope.api::<Cluster>(client), config, |cluster| {
-            let reference =
-                cluster.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "MetalStackCluster");
-            reference.map(|r| {
-                namespaced_ref::<MetalStackFirewall>(
-                    &format!("{}-firewall", r.name),
-                    cluster.metadata.namespace.as_deref(),
-                )
-            })
+        .watches_shared_stream(streams.clusters.take(), move |cluster| {
+            requests(&by_cluster, Changed::Cluster(&cluster), Kind::Firewall)
         })
 }
 
@@ -508,12 +490,16 @@ async fn credentials_pass(secret: &ObjectMeta, context: &Context) -> Result<Acti
 /// Watches the metadata of only the Secrets the cluster controller protected (by their
 /// label), and the MetalStackClusters being deleted, mapped to the Secret they name: when the
 /// last one is gone, its Secret is released at once.
-fn credentials_controller(client: &Client, scope: &Scope) -> Controller<SecretMeta> {
+fn credentials_controller(
+    client: &Client,
+    streams: &mut Subscriptions,
+    scope: &Scope,
+) -> Controller<SecretMeta> {
     let protected = watcher::Config::default().labels(credentials::CREDENTIALS_LABEL);
     // An Api of PartialObjectMeta makes metadata-only requests.
     Controller::new(scope.api::<SecretMeta>(client), protected)
         .with_config(scope.controller_config())
-        .watches(scope.api::<MetalStackCluster>(client), scope.watcher_config(), |metal_cluster| {
+        .watches_shared_stream(streams.metal_clusters.take(), |metal_cluster| {
             metal_cluster.metadata.deletion_timestamp.as_ref()?;
             let name = credentials::credentials_name(&metal_cluster)?;
             Some(namespaced_ref::<SecretMeta>(name, metal_cluster.metadata.namespace.as_deref()))
@@ -549,6 +535,46 @@ where
         .await;
 }
 
+/// The subscriptions to one shared store: each controller that watches the kind takes one.
+struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    writer: reflector::store::Writer<K>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Feed<K> {
+    fn take(&mut self) -> ReflectHandle<K> {
+        // Shared stores (`store_shared`) always take subscribers.
+        self.writer.subscribe().expect("a shared reflector store")
+    }
+}
+
+/// The feeds of every shared store.
+struct Subscriptions {
+    clusters: Feed<Cluster>,
+    machines: Feed<Machine>,
+    metal_clusters: Feed<MetalStackCluster>,
+    metal_machines: Feed<MetalStackMachine>,
+    firewalls: Feed<MetalStackFirewall>,
+}
+
+/// Watches `api` into the shared store behind `feed` until `shutdown`; watch failures are logged
+/// loudly (nothing is reconciled while a watch fails: RBAC, a CRD version not served).
+async fn feed<K, F>(kind: &'static str, api: Api<K>, config: watcher::Config, feed: Feed<K>, shutdown: F)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+    F: Future<Output = ()> + Send,
+{
+    watcher(api, config)
+        .default_backoff()
+        .reflect_shared(feed.writer)
+        .take_until(shutdown)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(kind, %error, "watching failed");
+            }
+        })
+        .await;
+}
+
 /// Runs the controllers until `shutdown` completes; reconciles in flight finish first.
 pub async fn run<F>(context: Arc<Context>, scope: Scope, shutdown: F)
 where
@@ -556,27 +582,38 @@ where
 {
     let client = context.client.clone();
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let machines = machine_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
-        reconcile_metal_machine,
-        error_policy,
-        context.clone(),
-    );
-    let clusters = cluster_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
-        reconcile_metal_cluster,
-        error_policy,
-        context.clone(),
-    );
-    let firewalls = firewall_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
-        reconcile_metal_firewall,
-        error_policy,
-        context.clone(),
-    );
-    let secrets = credentials_controller(&client, &scope).graceful_shutdown_on(shutdown).run(
-        reconcile_credentials,
-        error_policy,
-        context,
-    );
+    let Some(writers) = context.writers.lock().ok().and_then(|mut writers| writers.take()) else {
+        tracing::error!("the controllers of this context run already");
+        return;
+    };
+    let mut streams = Subscriptions {
+        clusters: Feed { writer: writers.clusters },
+        machines: Feed { writer: writers.machines },
+        metal_clusters: Feed { writer: writers.metal_clusters },
+        metal_machines: Feed { writer: writers.metal_machines },
+        firewalls: Feed { writer: writers.firewalls },
+    };
+    let machines = machine_controller(&context, &mut streams, &scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_metal_machine, error_policy, context.clone());
+    let clusters = cluster_controller(&context, &mut streams, &scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_metal_cluster, error_policy, context.clone());
+    let firewalls = firewall_controller(&context, &mut streams, &scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_metal_firewall, error_policy, context.clone());
+    let secrets = credentials_controller(&client, &mut streams, &scope)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_credentials, error_policy, context.clone());
+    let config = scope.watcher_config();
+    let Subscriptions { clusters: c, machines: m, metal_clusters: mc, metal_machines: mm, firewalls: fw } =
+        streams;
     futures::join!(
+        feed("Cluster", scope.api(&client), config.clone(), c, shutdown.clone()),
+        feed("Machine", scope.api(&client), config.clone(), m, shutdown.clone()),
+        feed("MetalStackCluster", scope.api(&client), config.clone(), mc, shutdown.clone()),
+        feed("MetalStackMachine", scope.api(&client), config.clone(), mm, shutdown.clone()),
+        feed("MetalStackFirewall", scope.api(&client), config, fw, shutdown),
         drain("MetalStackMachine", machines),
         drain("MetalStackCluster", clusters),
         drain("MetalStackFirewall", firewalls),

@@ -32,10 +32,11 @@
 //! (the apiserver forbids new finalizers on deleted objects). Without a running manager
 //! (capms uninstalled) nothing removes the finalizer: `docs/mini-lab.md` says how to.
 
-use crate::apply::MetadataPatch;
+use crate::apply;
 use crate::error::OperatorError;
-use crate::gather::Namespace;
+use crate::namespace::Namespace;
 use capms_core::api::MetalStackCluster;
+use capms_core::glue::ObjectPatch;
 use capms_core::reconcile::FinalizerAction;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -61,11 +62,11 @@ pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), Operato
     if secret.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let mut patch = MetadataPatch::default();
+    let mut patch = ObjectPatch::default();
     patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Add);
     patch.labels(secret, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
     let namespace = Namespace::of(client, secret);
-    patch.apply(&namespace.api::<SecretMeta>(), secret).await?;
+    apply::patch(&namespace.api::<SecretMeta>(), secret, &patch).await?;
     Ok(())
 }
 
@@ -83,14 +84,14 @@ pub async fn release(client: &Client, secret: &ObjectMeta) -> Result<bool, Opera
     if named_by_a_cluster(&namespace, &name).await? {
         return Ok(false);
     }
-    let mut patch = MetadataPatch::default();
+    let mut patch = ObjectPatch::default();
     patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Remove);
     patch.remove_label(secret, CREDENTIALS_LABEL);
     if patch.is_empty() {
         return Ok(true);
     }
     let secrets = namespace.api::<SecretMeta>();
-    patch.apply(&secrets, secret).await?;
+    apply::patch(&secrets, secret, &patch).await?;
     if named_by_a_cluster(&namespace, &name).await.unwrap_or(true) {
         if let Some(current) = secrets.get_opt(&name).await? {
             protect(client, &current.metadata).await?;

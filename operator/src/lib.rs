@@ -4,11 +4,11 @@
 //! - [`cli`]: flags and environment (Go-provider compatible);
 //! - [`manager`]: start-up checks, endpoints, leader election; [`manager::run`] is what the
 //!   binary and the end-to-end tests run;
-//! - [`controller`]: the controllers and their watches;
-//! - [`gather`] and [`apply`]: a reconcile's inputs from, and its outcome to, the cluster;
+//! - [`controller`]: the controllers, the shared reflector stores they read (core's glue
+//!   gathers, plans, maps watch events and backs off over them: [`capms_core::glue`]);
+//! - [`apply`]: the glue's writes as Kubernetes requests;
 //! - [`backend`]: default and per-cluster metal-api backends, metrics and allocation limits
 //!   around every call;
-//! - [`backoff`]: per-object exponential backoff of failed reconciles;
 //! - [`credentials`]: per-cluster credentials Secrets kept until their clusters are gone;
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging;
 //! - [`manifests`]: CRDs and clusterctl artifacts;
@@ -16,15 +16,14 @@
 
 pub mod apply;
 pub mod backend;
-pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod credentials;
 pub mod error;
-pub mod gather;
 pub mod manager;
 pub mod manifests;
 pub mod metrics;
+pub mod namespace;
 pub mod telemetry;
 pub mod trace;

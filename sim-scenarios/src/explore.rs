@@ -163,6 +163,17 @@ pub fn explore_seed(seed: u64, config: OperatorConfig) -> Result<Option<Found>, 
     Ok(Some(Found { seed, fault_mix, reason, scenario: text, shrunk }))
 }
 
+/// The first failing seed of `first..first + runs`, if any: exploration that stops at the
+/// first catch (the canary tests).
+pub fn first_failure(first: u64, runs: u64, config: OperatorConfig) -> Result<Option<Found>, String> {
+    for seed in first..first.saturating_add(runs) {
+        if let Some(found) = explore_seed(seed, config)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
 /// Removes steps (never the first, which creates the cluster) while the scenario still fails
 /// with the same kind of failure. Bounded by [`SHRINK_RUNS_MAX`] runs.
 pub fn shrink(name: &str, text: &str, kind_wanted: &str, config: OperatorConfig) -> Result<String, String> {

@@ -1,80 +1,65 @@
-//! A model of capms-manager: a work queue with requeues, reconciles that run concurrently and
-//! interleave at every metal-api call in an order the world's RNG picks, an informer cache
-//! that can lag behind the store, status writes that can get lost, and crashes at any await
-//! point (in-flight reconciles are dropped, the queue and caches are lost, everything is
-//! listed again).
+//! A model of what Kubernetes and kube-runtime do around capms-manager's glue: a work queue
+//! with requeues, watch events that reach an informer view late (or, under stale reads, not
+//! yet), reconciles that run concurrently and interleave at every metal-api call in an order the
+//! world's RNG picks, status writes that can get lost, and crashes at any await point
+//! (in-flight reconciles are dropped, the queue and caches are lost, everything is listed
+//! again).
+//!
+//! What capms-manager itself does around a reconcile — gathering inputs, planning and executing
+//! writes, mapping watch events to reconciles, backing off failures — is not modelled here: it
+//! is core's glue ([`capms_core::glue`]), the code capms-manager runs. This module only gives it
+//! a store to read ([`Store`] implements [`glue::Objects`]) and to write ([`StoreWriter`]).
 
-use crate::capi::machines_of;
-use crate::store::{Key, Store, StoreError, key_of, owner_reference, set_finalizer};
+use crate::store::{Key, Store, StoreError, Stored, key_of};
 use async_trait::async_trait;
-use capms_core::api::capi::{self, Cluster, Machine};
-use capms_core::api::{
-    CLUSTER_FINALIZER, FIREWALL_FINALIZER, MACHINE_FINALIZER, MetalStackCluster, MetalStackFirewall,
-    MetalStackMachine,
-};
+use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use capms_core::backend::BackendResult;
+use capms_core::glue::{self, Changed, Kind, ObjectKey, Reconciled, Target, WriteError};
 use capms_core::metal::{
     FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine as MetalMachine,
     MachineAllocateRequest, MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project,
     Size,
 };
-use capms_core::reconcile::machine::{Variant, reconcile_machine_variant};
+use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
-    BootstrapData, CapiMachineFacts, ClusterFacts, ClusterInput, ClusterOutcome, FinalizerAction,
-    FirewallChild, FirewallInput, FirewallOutcome, MachineCache, MachineInput, MachineOutcome,
-    MetalClusterFacts, RefreshPolicy, reconcile_cluster, reconcile_firewall,
+    ClusterInput, ClusterOutcome, Event, FirewallInput, FirewallOutcome, MachineCache, MachineInput,
+    MachineOutcome, MetalClusterFacts, RefreshPolicy,
 };
-use capms_core::trace::{TraceSink, record_cluster, record_firewall, record_machine};
-use capms_core::{MetalBackend, Timestamp, UserData};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use capms_core::trace::TraceSink;
+use capms_core::{MetalBackend, Timestamp};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// What a reconcile works on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Target {
-    Cluster(Key),
-    Machine(Key),
-    Firewall(Key),
-}
-
-impl Target {
-    /// The object's namespace and name.
-    pub fn key(&self) -> &Key {
-        match self {
-            Target::Cluster(key) | Target::Machine(key) | Target::Firewall(key) => key,
-        }
-    }
-}
-
-/// The outcome of one finished reconcile.
+/// The outcome of one finished reconcile, with the object as the reconcile read it (its writes
+/// are conditional on that version) and, for a cluster, its firewall child as it saw it.
 #[derive(Debug)]
 pub enum Outcome {
-    Cluster(Box<ClusterOutcome>),
-    Machine(Box<MachineOutcome>),
-    Firewall(Box<FirewallOutcome>),
+    Cluster(Arc<MetalStackCluster>, Option<Arc<MetalStackFirewall>>, Box<ClusterOutcome>),
+    Machine(Arc<MetalStackMachine>, Box<MachineOutcome>),
+    Firewall(Arc<MetalStackFirewall>, Box<FirewallOutcome>),
 }
 
 type Reconcile = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 struct InFlight {
     target: Target,
-    /// The resourceVersion the reconcile read: metadata and spec writes are conditional on it.
-    read_version: Option<String>,
     future: Reconcile,
+}
+
+/// A reconcile that finished its metal-api calls.
+#[derive(Debug)]
+pub struct Finished {
+    target: Target,
+    outcome: Outcome,
 }
 
 /// How long a watch event takes from a write to the informer.
 pub const WATCH_LATENCY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// How soon a reconcile whose write a validation rule refused is retried.
-pub const INVALID_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How soon a reconcile whose status write failed is retried.
-pub const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Knobs of the operator model.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +98,12 @@ pub struct Operator {
     in_flight: Vec<InFlight>,
     /// The informer cache: what this replica believes the store holds.
     pub view: Store,
-    seen: BTreeMap<Target, Option<String>>,
+    /// The store revision the view was taken at (`None`: never synced).
+    synced: Option<u64>,
+    /// The resourceVersion of every object the watches have delivered.
+    seen: BTreeMap<(crate::store::Kind, Key), Option<String>>,
+    /// Failures in a row per object (the glue's retry policy).
+    backoff: glue::Backoff<Target>,
     pub stats: OperatorStats,
     /// Where reconciles are recorded (`capms-sim run --record`); `None`: not recorded.
     trace: Option<Arc<dyn TraceSink>>,
@@ -142,7 +132,9 @@ impl Operator {
             sequence: 0,
             in_flight: Vec::new(),
             view: Store::default(),
+            synced: None,
             seen: BTreeMap::new(),
+            backoff: glue::Backoff::default(),
             stats: OperatorStats::default(),
             trace: None,
         }
@@ -166,30 +158,56 @@ impl Operator {
         self.queue.clear();
         self.due.clear();
         self.seen.clear();
+        self.synced = None;
         self.view = Store::default();
+        self.backoff.clear();
         self.cache = Arc::new(MachineCache::new(self.config.refresh));
         self.stats.crashes += 1;
     }
 
-    /// Refreshes the informer cache from the store and enqueues what changed (the watches).
+    /// Refreshes the informer view from the store and enqueues what the watches of changed
+    /// objects trigger (core's [`glue::triggers`]). Nothing to do if the store did not change.
     pub fn sync(&mut self, store: &Store, now: Timestamp) {
+        if self.synced == Some(store.revision) {
+            return;
+        }
+        self.synced = Some(store.revision);
         self.view = store.clone();
-        let current = versions(store);
-        let changed: Vec<Target> = current
-            .iter()
-            .filter(|(target, version)| self.seen.get(*target) != Some(version))
-            .map(|(t, _)| t.clone())
-            .collect();
         // Watch events arrive a little later than the write that caused them, so that two
         // writers that keep undoing each other (two replicas) make virtual time pass.
         let at = now.checked_add(WATCH_LATENCY).unwrap_or(now);
-        for target in changed {
-            for related in related_targets(store, &target) {
-                self.enqueue(related, at);
+        let mut seen = BTreeMap::new();
+        let mut triggered = Vec::new();
+        let mut watch = |kind: crate::store::Kind,
+                         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                         changed: Changed<'_>| {
+            let key = (kind, key_of(meta));
+            let version = meta.resource_version.clone();
+            if self.seen.get(&key) != Some(&version) {
+                triggered.extend(glue::triggered_all(store, changed));
             }
+            seen.insert(key, version);
+        };
+        use crate::store::Kind as StoredKind;
+        for cluster in store.clusters.values() {
+            watch(StoredKind::Cluster, &cluster.metadata, Changed::Cluster(cluster));
+        }
+        for machine in store.machines.values() {
+            watch(StoredKind::Machine, &machine.metadata, Changed::Machine(machine));
+        }
+        for metal_cluster in store.metal_clusters.values() {
+            watch(StoredKind::MetalStackCluster, &metal_cluster.metadata, Changed::MetalCluster(metal_cluster));
+        }
+        for metal_machine in store.metal_machines.values() {
+            watch(StoredKind::MetalStackMachine, &metal_machine.metadata, Changed::MetalMachine(metal_machine));
+        }
+        for firewall in store.firewalls.values() {
+            watch(StoredKind::MetalStackFirewall, &firewall.metadata, Changed::Firewall(firewall));
+        }
+        self.seen = seen;
+        for target in triggered {
             self.enqueue(target, at);
         }
-        self.seen = current;
     }
 
     fn enqueue(&mut self, target: Target, at: Timestamp) {
@@ -234,91 +252,90 @@ impl Operator {
     }
 
     fn start(&mut self, target: &Target, now: Timestamp, jitter: u64) -> Option<InFlight> {
+        let key = &target.key;
+        let future = match target.kind {
+            Kind::Machine => {
+                let object = self.view.metal_machines.shared(&key.namespace, &key.name)?.clone();
+                self.machine_pass(object, now, jitter)
+            }
+            Kind::Cluster => {
+                let object = self.view.metal_clusters.shared(&key.namespace, &key.name)?.clone();
+                self.cluster_pass(object, now, jitter)
+            }
+            Kind::Firewall => {
+                let object = self.view.firewalls.shared(&key.namespace, &key.name)?.clone();
+                self.firewall_pass(object, now, jitter)
+            }
+        };
         self.stats.reconciles += 1;
-        let backend = self.backend.clone();
-        let trace = self.trace.clone();
-        match target {
-            Target::Machine(key) => {
-                let metal_machine = self.view.get::<MetalStackMachine>(&key.0, &key.1)?.clone();
-                let facts = machine_facts(&self.view, &metal_machine);
-                let cache = self.cache.clone();
-                let variant = self.config.variant;
-                let read_version = metal_machine.metadata.resource_version.clone();
-                let future = Box::pin(async move {
-                    let input = MachineInput {
-                        metal_machine: &metal_machine,
-                        capi_machine: facts.capi_machine.as_ref(),
-                        cluster: facts.cluster.as_ref(),
-                        metal_cluster: facts.metal_cluster.as_ref(),
-                        bootstrap: &facts.bootstrap,
-                        now,
-                        jitter,
-                    };
-                    Outcome::Machine(Box::new(match &trace {
-                        Some(sink) => {
-                            record_machine(&input, backend.as_ref(), &cache, variant, sink.as_ref()).await
-                        }
-                        None => {
-                            reconcile_machine_variant(&input, backend.as_ref(), cache.as_ref(), variant).await
-                        }
-                    }))
-                });
-                Some(InFlight { target: target.clone(), read_version, future })
-            }
-            Target::Cluster(key) => {
-                let metal_cluster = self.view.get::<MetalStackCluster>(&key.0, &key.1)?.clone();
-                let cluster =
-                    owner_cluster(&self.view, &metal_cluster.metadata).map(|c| ClusterFacts::of(&c));
-                let machines_remaining = metal_machines_of_cluster(&self.view, &metal_cluster).len();
-                let firewall_name = capms_core::reconcile::cluster::firewall_name(&metal_cluster);
-                let firewall = self.view.get::<MetalStackFirewall>(&key.0, &firewall_name).cloned();
-                let read_version = metal_cluster.metadata.resource_version.clone();
-                let future = Box::pin(async move {
-                    let input = ClusterInput {
-                        metal_cluster: &metal_cluster,
-                        cluster: cluster.as_ref(),
-                        machines_remaining,
-                        firewall: firewall.as_ref(),
-                        now,
-                        jitter,
-                    };
-                    Outcome::Cluster(Box::new(match &trace {
-                        Some(sink) => record_cluster(&input, backend.as_ref(), sink.as_ref()).await,
-                        None => reconcile_cluster(&input, backend.as_ref()).await,
-                    }))
-                });
-                Some(InFlight { target: target.clone(), read_version, future })
-            }
-            Target::Firewall(key) => {
-                let firewall = self.view.get::<MetalStackFirewall>(&key.0, &key.1)?.clone();
-                let metal_cluster = owner_metal_cluster(&self.view, &firewall.metadata);
-                let cluster = metal_cluster
-                    .as_ref()
-                    .and_then(|mc| owner_cluster(&self.view, &mc.metadata))
-                    .map(|c| ClusterFacts::of(&c));
-                let metal_facts = metal_cluster.as_ref().map(MetalClusterFacts::of);
-                let read_version = firewall.metadata.resource_version.clone();
-                let future = Box::pin(async move {
-                    let input = FirewallInput {
-                        firewall: &firewall,
-                        cluster: cluster.as_ref(),
-                        metal_cluster: metal_facts.as_ref(),
-                        now,
-                        jitter,
-                    };
-                    Outcome::Firewall(Box::new(match &trace {
-                        Some(sink) => record_firewall(&input, backend.as_ref(), sink.as_ref()).await,
-                        None => reconcile_firewall(&input, backend.as_ref()).await,
-                    }))
-                });
-                Some(InFlight { target: target.clone(), read_version, future })
-            }
-        }
+        Some(InFlight { target: target.clone(), future })
+    }
+
+    /// Gathers a machine's inputs through the glue and starts its reconcile.
+    fn machine_pass(&self, object: Arc<MetalStackMachine>, now: Timestamp, jitter: u64) -> Reconcile {
+        let facts = glue::gather::machine(&self.view, &object);
+        let namespace = object.metadata.namespace.clone().unwrap_or_default();
+        let secret =
+            facts.bootstrap_secret.as_deref().and_then(|name| self.view.get::<Secret>(&namespace, name));
+        let bootstrap = glue::gather::bootstrap(facts.bootstrap_secret.as_deref(), secret);
+        let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+        let (backend, cache, trace, variant) =
+            (self.backend.clone(), self.cache.clone(), self.trace.clone(), self.config.variant);
+        Box::pin(async move {
+            let input = MachineInput {
+                metal_machine: &object,
+                capi_machine: facts.capi_machine.as_ref(),
+                cluster: facts.cluster.as_ref(),
+                metal_cluster: metal_cluster.as_ref(),
+                bootstrap: &bootstrap,
+                now,
+                jitter,
+            };
+            let outcome =
+                glue::reconcile::machine(&input, backend.as_ref(), &cache, variant, trace.as_deref()).await;
+            Outcome::Machine(object.clone(), Box::new(outcome))
+        })
+    }
+
+    /// Gathers a cluster's inputs through the glue and starts its reconcile.
+    fn cluster_pass(&self, object: Arc<MetalStackCluster>, now: Timestamp, jitter: u64) -> Reconcile {
+        let inputs = glue::gather::cluster(&self.view, &object);
+        let (backend, trace) = (self.backend.clone(), self.trace.clone());
+        Box::pin(async move {
+            let input = ClusterInput {
+                metal_cluster: &object,
+                cluster: inputs.cluster.as_ref(),
+                machines_remaining: inputs.machines_remaining,
+                firewall: inputs.firewall.as_deref(),
+                now,
+                jitter,
+            };
+            let outcome = glue::reconcile::cluster(&input, backend.as_ref(), trace.as_deref()).await;
+            Outcome::Cluster(object.clone(), inputs.firewall.clone(), Box::new(outcome))
+        })
+    }
+
+    /// Gathers a firewall's inputs through the glue and starts its reconcile.
+    fn firewall_pass(&self, object: Arc<MetalStackFirewall>, now: Timestamp, jitter: u64) -> Reconcile {
+        let facts = glue::gather::firewall(&self.view, &object);
+        let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+        let (backend, trace) = (self.backend.clone(), self.trace.clone());
+        Box::pin(async move {
+            let input = FirewallInput {
+                firewall: &object,
+                cluster: facts.cluster.as_ref(),
+                metal_cluster: metal_cluster.as_ref(),
+                now,
+                jitter,
+            };
+            let outcome = glue::reconcile::firewall(&input, backend.as_ref(), trace.as_deref()).await;
+            Outcome::Firewall(object.clone(), Box::new(outcome))
+        })
     }
 
     /// Advances one in-flight reconcile (the one at `index`, modulo the count) to its next
-    /// metal-api call or to its end. Returns the finished reconcile's outcome.
-    pub fn poll(&mut self, index: usize) -> Option<(Target, Option<String>, Outcome)> {
+    /// metal-api call or to its end. Returns the finished reconcile.
+    pub fn poll(&mut self, index: usize) -> Option<Finished> {
         if self.in_flight.is_empty() {
             return None;
         }
@@ -328,438 +345,144 @@ impl Operator {
             Poll::Pending => None,
             Poll::Ready(outcome) => {
                 let finished = self.in_flight.swap_remove(index);
-                Some((finished.target, finished.read_version, outcome))
+                Some(Finished { target: finished.target, outcome })
             }
         }
     }
 
-    /// Applies a finished reconcile to the store as capms-manager would, and requeues.
+    /// Applies a finished reconcile to the store through the glue, as capms-manager does, and
+    /// requeues: as the reconciler asked (else at the resync) after a success, with the glue's
+    /// per-object backoff after a failed write. `lose_status`: the status write is lost (an
+    /// apiserver timeout).
     pub fn apply(
         &mut self,
         store: &mut Store,
-        finished: (Target, Option<String>, Outcome),
+        finished: Finished,
         now: Timestamp,
         lose_status: bool,
     ) -> Vec<String> {
-        let (target, read_version, outcome) = finished;
-        let mut notes = Vec::new();
-        let requeue = match (&target, outcome) {
-            (Target::Machine(key), Outcome::Machine(outcome)) => {
-                self.apply_machine(store, key, read_version, &outcome, lose_status, now, &mut notes);
-                outcome.requeue
+        let Finished { target, outcome } = finished;
+        let mut writer = StoreWriter { store, now, lose_status, notes: Vec::new(), lost: false, events: 0 };
+        let result = match outcome {
+            Outcome::Machine(object, outcome) => {
+                let plan = glue::plan::machine_variant(&object, &outcome, self.config.variant);
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None)).map(|()| plan.requeue)
             }
-            (Target::Cluster(key), Outcome::Cluster(outcome)) => {
-                self.apply_cluster(store, key, read_version, &outcome, lose_status, now, &mut notes);
-                outcome.requeue
+            Outcome::Cluster(object, firewall, outcome) => {
+                let plan = glue::plan::cluster(&object, &outcome);
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, firewall.as_deref()))
+                    .map(|()| plan.requeue)
             }
-            (Target::Firewall(key), Outcome::Firewall(outcome)) => {
-                self.apply_firewall(store, key, read_version, &outcome, lose_status, now, &mut notes);
-                outcome.requeue
+            Outcome::Firewall(object, outcome) => {
+                let plan = glue::plan::firewall(&object, &outcome);
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None)).map(|()| plan.requeue)
             }
-            _ => None,
         };
-        if let Some(after) = requeue {
-            let at = now.checked_add(after).unwrap_or(now);
-            self.enqueue(target, at);
-        }
+        self.stats.events += writer.events;
+        self.stats.lost_status_writes += u64::from(writer.lost);
+        let mut notes = writer.notes;
+        let after = match result {
+            Ok(requeue) => {
+                self.backoff.succeeded(&target);
+                glue::retry::next(requeue)
+            }
+            Err(error) => {
+                if error == WriteError::Conflict {
+                    self.stats.conflicts += 1;
+                }
+                notes.push(format!("write of {target} refused: {error}"));
+                self.backoff.failed(&target, error.retry_after())
+            }
+        };
+        self.enqueue(target, now.checked_add(after).unwrap_or(now));
         notes
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply_machine(
-        &mut self,
-        store: &mut Store,
-        key: &Key,
-        read_version: Option<String>,
-        outcome: &MachineOutcome,
-        lose_status: bool,
-        now: Timestamp,
-        notes: &mut Vec<String>,
-    ) {
-        self.record_events(key, &outcome.events, notes);
-        let Some(mut object) = store.get::<MetalStackMachine>(&key.0, &key.1).cloned() else { return };
-        let spec_changed = outcome.provider_id.is_some() && object.spec.provider_id.is_none();
-        let metadata_changed =
-            apply_metadata(&mut object.metadata, MACHINE_FINALIZER, outcome.finalizer, &outcome.labels);
-        if spec_changed {
-            object.spec.provider_id = outcome.provider_id.clone();
-        }
-        let mut version = read_version.clone();
-        if spec_changed || metadata_changed {
-            let target = Target::Machine(key.clone());
-            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
-                Some(written) => version = written,
-                None => return,
-            }
-        }
-        if outcome.finalizer == FinalizerAction::Remove {
-            return;
-        }
-        self.write_status(Target::Machine(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackMachine>(&key.0, &key.1, version.as_deref(), |m| {
-                m.status = Some(outcome.status.clone())
-            })
-        });
+/// Runs a future of the glue over [`StoreWriter`] to its end. The writer never waits, so the
+/// future is ready at its first poll.
+fn run_now<T>(future: impl Future<Output = T>) -> T {
+    future.now_or_never().expect("the simulated store answers every write at once")
+}
+
+/// The glue's [`glue::Writer`] over the simulated store.
+struct StoreWriter<'a> {
+    store: &'a mut Store,
+    now: Timestamp,
+    lose_status: bool,
+    notes: Vec<String>,
+    lost: bool,
+    events: u64,
+}
+
+fn write_error(error: StoreError) -> WriteError {
+    match error {
+        StoreError::Conflict => WriteError::Conflict,
+        StoreError::NotFound => WriteError::Gone,
+        StoreError::AlreadyExists => WriteError::AlreadyExists,
+        StoreError::Invalid(message) => WriteError::Invalid(message),
+    }
+}
+
+#[async_trait]
+impl<K: Reconciled + Stored + PartialEq> glue::Writer<K> for StoreWriter<'_> {
+    async fn publish(&mut self, object: &K, event: &Event) {
+        self.events += 1;
+        let key = ObjectKey::of(object.meta());
+        self.notes.push(format!("event {key} {}: {}", event.reason, event.message));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn apply_cluster(
-        &mut self,
-        store: &mut Store,
-        key: &Key,
-        read_version: Option<String>,
-        outcome: &ClusterOutcome,
-        lose_status: bool,
-        now: Timestamp,
-        notes: &mut Vec<String>,
-    ) {
-        self.record_events(key, &outcome.events, notes);
-        let Some(mut object) = store.get::<MetalStackCluster>(&key.0, &key.1).cloned() else { return };
-        let mut spec_changed = false;
-        if let Some(id) = &outcome.node_network_id {
-            spec_changed |= object.spec.node_network_id.replace(id.clone()).as_ref() != Some(id);
-        }
-        if let Some(ip) = &outcome.control_plane_ip {
-            spec_changed |= object.spec.control_plane_ip.replace(ip.clone()).as_ref() != Some(ip);
-        }
-        if let Some(endpoint) = &outcome.control_plane_endpoint {
-            spec_changed |=
-                object.spec.control_plane_endpoint.replace(endpoint.clone()).as_ref() != Some(endpoint);
-        }
-        let metadata_changed =
-            apply_metadata(&mut object.metadata, CLUSTER_FINALIZER, outcome.finalizer, &BTreeMap::new());
-        let owner = object.clone();
-        let mut version = read_version.clone();
-        if spec_changed || metadata_changed {
-            let target = Target::Cluster(key.clone());
-            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
-                Some(written) => version = written,
-                None => return,
-            }
-        }
-        apply_firewall_child(store, &owner, &outcome.firewall, now);
-        if outcome.finalizer == FinalizerAction::Remove || !outcome.write_status {
-            return;
-        }
-        self.write_status(Target::Cluster(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackCluster>(&key.0, &key.1, version.as_deref(), |c| {
-                c.status = Some(outcome.status.clone())
-            })
-        });
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apply_firewall(
-        &mut self,
-        store: &mut Store,
-        key: &Key,
-        read_version: Option<String>,
-        outcome: &FirewallOutcome,
-        lose_status: bool,
-        now: Timestamp,
-        notes: &mut Vec<String>,
-    ) {
-        self.record_events(key, &outcome.events, notes);
-        let Some(mut object) = store.get::<MetalStackFirewall>(&key.0, &key.1).cloned() else { return };
-        let spec_changed = outcome.provider_id.is_some() && object.spec.provider_id.is_none();
-        if spec_changed {
-            object.spec.provider_id = outcome.provider_id.clone();
-        }
-        let metadata_changed =
-            apply_metadata(&mut object.metadata, FIREWALL_FINALIZER, outcome.finalizer, &BTreeMap::new());
-        let mut version = read_version.clone();
-        if spec_changed || metadata_changed {
-            let target = Target::Firewall(key.clone());
-            match self.write_object(store, object, read_version, spec_changed, target, now, notes) {
-                Some(written) => version = written,
-                None => return,
-            }
-        }
-        if outcome.finalizer == FinalizerAction::Remove {
-            return;
-        }
-        self.write_status(Target::Firewall(key.clone()), now, lose_status, notes, || {
-            store.write_status::<MetalStackFirewall>(&key.0, &key.1, version.as_deref(), |f| {
-                f.status = Some(outcome.status.clone())
-            })
-        });
-    }
-
-    fn record_events(&mut self, key: &Key, events: &[capms_core::reconcile::Event], notes: &mut Vec<String>) {
-        self.stats.events += events.len() as u64;
-        for event in events {
-            notes.push(format!("event {}/{} {}: {}", key.0, key.1, event.reason, event.message));
-        }
-    }
-
-    /// Writes metadata and spec changes, conditional on the resourceVersion the reconcile
-    /// read. Returns the object's new resourceVersion, or `None` if the write was refused (a
-    /// refused write requeues).
-    #[allow(clippy::too_many_arguments)]
-    fn write_object<T: crate::store::Stored>(
-        &mut self,
-        store: &mut Store,
-        mut object: T,
-        read_version: Option<String>,
-        spec_changed: bool,
-        target: Target,
-        now: Timestamp,
-        notes: &mut Vec<String>,
-    ) -> Option<Option<String>> {
+    async fn patch(&mut self, object: &K, patch: &glue::ObjectPatch) -> Result<String, WriteError> {
         let key = key_of(object.meta());
-        object.meta_mut().resource_version = read_version;
-        match store.update(object, spec_changed) {
-            Ok(written) => Some(written.meta().resource_version.clone()),
-            Err(error) => {
-                self.conflict(&key, target, &error, now, notes);
-                None
-            }
+        let current = self.store.get::<K>(&key.0, &key.1).ok_or(WriteError::Gone)?;
+        if current.meta().resource_version != object.meta().resource_version {
+            return Err(WriteError::Conflict);
         }
+        let mut updated = current.clone();
+        patch.apply_to(&mut updated).map_err(|error| WriteError::Invalid(error.to_string()))?;
+        let written = self.store.update(updated, patch.changes_spec()).map_err(write_error)?;
+        Ok(written.meta().resource_version.clone().unwrap_or_default())
     }
 
-    fn conflict(
+    async fn write_status(
         &mut self,
-        key: &Key,
-        target: Target,
-        error: &StoreError,
-        now: Timestamp,
-        notes: &mut Vec<String>,
-    ) {
-        // A conflict is retried at once with a fresh read (what a controller does on 409);
-        // anything else (422 from a validation rule) backs off.
-        self.stats.conflicts += 1;
-        notes.push(format!("write of {}/{} refused: {error}", key.0, key.1));
-        let retry = if *error == StoreError::Conflict { std::time::Duration::ZERO } else { INVALID_RETRY };
-        self.enqueue(target, now.checked_add(retry).unwrap_or(now));
+        object: &K,
+        version: &str,
+        status: &K::Status,
+    ) -> Result<(), WriteError> {
+        if self.lose_status {
+            self.lost = true;
+            return Err(WriteError::Unavailable("status write lost".to_string()));
+        }
+        let key = key_of(object.meta());
+        self.store
+            .write_status::<K>(&key.0, &key.1, Some(version), |o| o.set_status(status.clone()))
+            .map_err(write_error)
     }
 
-    /// Writes a status. A lost write is a failed request to capms-manager (an apiserver
-    /// timeout): the reconcile is retried after [`STATUS_RETRY`]. A write refused because the
-    /// object changed since the reconcile read it is a conflict, retried at once.
-    fn write_status(
+    async fn create_firewall(&mut self, firewall: &MetalStackFirewall) -> Result<(), WriteError> {
+        self.store.create(firewall.clone(), self.now).map(|_| ()).map_err(write_error)
+    }
+
+    async fn read_firewall(
         &mut self,
-        target: Target,
-        now: Timestamp,
-        lose: bool,
-        notes: &mut Vec<String>,
-        write: impl FnOnce() -> Result<(), StoreError>,
-    ) {
-        if lose {
-            self.stats.lost_status_writes += 1;
-            notes.push("status write lost".to_string());
-            self.enqueue(target, now.checked_add(STATUS_RETRY).unwrap_or(now));
-            return;
-        }
-        if let Err(StoreError::Conflict) = write() {
-            let key = target.key().clone();
-            self.conflict(&key, target, &StoreError::Conflict, now, notes);
-        }
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<MetalStackFirewall>, WriteError> {
+        Ok(self.store.get::<MetalStackFirewall>(namespace, name).cloned())
     }
-}
 
-/// Applies the finalizer decision and labels; returns whether anything changed.
-fn apply_metadata(
-    meta: &mut ObjectMeta,
-    finalizer: &str,
-    action: FinalizerAction,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let mut changed = false;
-    match action {
-        FinalizerAction::Add if !crate::store::has_finalizer(meta, finalizer) => {
-            set_finalizer(meta, finalizer, true);
-            changed = true;
+    async fn delete_firewall(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<(), WriteError> {
+        let current = self.store.get::<MetalStackFirewall>(namespace, name).ok_or(WriteError::Gone)?;
+        if uid.is_some() && current.metadata.uid.as_deref() != uid {
+            return Err(WriteError::Conflict);
         }
-        FinalizerAction::Remove if crate::store::has_finalizer(meta, finalizer) => {
-            set_finalizer(meta, finalizer, false);
-            changed = true;
-        }
-        _ => {}
-    }
-    let current = meta.labels.get_or_insert_with(BTreeMap::new);
-    for (key, value) in labels {
-        if current.get(key) != Some(value) {
-            current.insert(key.clone(), value.clone());
-            changed = true;
-        }
-    }
-    changed
-}
-
-fn apply_firewall_child(store: &mut Store, owner: &MetalStackCluster, child: &FirewallChild, now: Timestamp) {
-    let namespace = owner.metadata.namespace.clone().unwrap_or_default();
-    match child {
-        FirewallChild::Keep => {}
-        FirewallChild::Ensure { name, spec } => {
-            if store.get::<MetalStackFirewall>(&namespace, name).is_some() {
-                return;
-            }
-            let labels = owner.metadata.labels.clone();
-            let firewall = MetalStackFirewall {
-                metadata: ObjectMeta {
-                    namespace: Some(namespace),
-                    name: Some(name.clone()),
-                    labels,
-                    owner_references: Some(vec![owner_reference(owner, true)]),
-                    ..ObjectMeta::default()
-                },
-                spec: spec.clone(),
-                status: None,
-            };
-            let _ = store.create(firewall, now);
-        }
-        FirewallChild::Delete { name } => {
-            let _ = store.delete::<MetalStackFirewall>(&namespace, name, now);
-        }
-    }
-}
-
-/// The resourceVersion of every object the operator reconciles, plus the objects whose
-/// changes it watches (Clusters, Machines, Secrets map onto their cluster's targets).
-fn versions(store: &Store) -> BTreeMap<Target, Option<String>> {
-    let mut versions = BTreeMap::new();
-    for mm in store.metal_machines.values() {
-        versions.insert(Target::Machine(key_of(&mm.metadata)), mm.metadata.resource_version.clone());
-    }
-    for mc in store.metal_clusters.values() {
-        versions.insert(Target::Cluster(key_of(&mc.metadata)), mc.metadata.resource_version.clone());
-    }
-    for fw in store.firewalls.values() {
-        versions.insert(Target::Firewall(key_of(&fw.metadata)), fw.metadata.resource_version.clone());
-    }
-    // Clusters, Machines and Secrets are folded into the cluster's version: any change to
-    // them re-triggers the cluster's objects, as the watches on them do.
-    for cluster in store.clusters.values() {
-        let key = key_of(&cluster.metadata);
-        let mut combined = cluster.metadata.resource_version.clone().unwrap_or_default();
-        for machine in machines_of(store, &key.0, &key.1) {
-            combined.push('/');
-            combined.push_str(machine.metadata.resource_version.as_deref().unwrap_or_default());
-        }
-        let Some(mc) = cluster
-            .spec
-            .infrastructure_ref
-            .as_ref()
-            .and_then(|r| store.get::<MetalStackCluster>(&key.0, &r.name))
-        else {
-            continue;
-        };
-        let target = Target::Cluster(key_of(&mc.metadata));
-        let own = versions.get(&target).cloned().flatten().unwrap_or_default();
-        versions.insert(target, Some(format!("{own}|{combined}")));
-    }
-    versions
-}
-
-/// Objects a change to `target` concerns (the mappings of capms-manager's watches).
-fn related_targets(store: &Store, target: &Target) -> Vec<Target> {
-    match target {
-        Target::Cluster(key) => {
-            let Some(mc) = store.get::<MetalStackCluster>(&key.0, &key.1) else { return Vec::new() };
-            let mut related: Vec<Target> = metal_machines_of_cluster(store, mc)
-                .iter()
-                .map(|m| Target::Machine(key_of(&m.metadata)))
-                .collect();
-            let firewall = capms_core::reconcile::cluster::firewall_name(mc);
-            if store.get::<MetalStackFirewall>(&key.0, &firewall).is_some() {
-                related.push(Target::Firewall((key.0.clone(), firewall)));
-            }
-            related
-        }
-        Target::Machine(key) => {
-            let mm = store.get::<MetalStackMachine>(&key.0, &key.1);
-            let cluster =
-                mm.and_then(|mm| capi::label(&mm.metadata, capi::CLUSTER_NAME_LABEL).map(str::to_string));
-            cluster_metal_cluster(store, &key.0, cluster.as_deref())
-                .map(Target::Cluster)
-                .into_iter()
-                .collect()
-        }
-        Target::Firewall(key) => store
-            .get::<MetalStackFirewall>(&key.0, &key.1)
-            .and_then(|fw| owner_metal_cluster(store, &fw.metadata))
-            .map(|mc| Target::Cluster(key_of(&mc.metadata)))
-            .into_iter()
-            .collect(),
-    }
-}
-
-fn cluster_metal_cluster(store: &Store, namespace: &str, cluster: Option<&str>) -> Option<Key> {
-    let cluster = store.get::<Cluster>(namespace, cluster?)?;
-    let name = cluster.spec.infrastructure_ref.as_ref()?.name.clone();
-    Some((namespace.to_string(), name))
-}
-
-/// MetalStackMachines labelled with the MetalStackCluster's cluster.
-pub fn metal_machines_of_cluster<'a>(
-    store: &'a Store,
-    metal_cluster: &MetalStackCluster,
-) -> Vec<&'a MetalStackMachine> {
-    let namespace = metal_cluster.metadata.namespace.clone().unwrap_or_default();
-    let cluster = capi::label(&metal_cluster.metadata, capi::CLUSTER_NAME_LABEL).map(str::to_string);
-    store
-        .metal_machines
-        .values()
-        .filter(|mm| mm.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|mm| capi::label(&mm.metadata, capi::CLUSTER_NAME_LABEL).map(str::to_string) == cluster)
-        .collect()
-}
-
-fn owner_named<'a, T: crate::store::Stored>(
-    store: &'a Store,
-    meta: &ObjectMeta,
-    kind: &str,
-) -> Option<&'a T> {
-    let owner = meta.owner_references.as_ref()?.iter().find(|r| r.kind == kind)?;
-    let object = store.get::<T>(meta.namespace.as_deref().unwrap_or_default(), &owner.name)?;
-    (object.meta().uid.as_deref() == Some(owner.uid.as_str())).then_some(object)
-}
-
-fn owner_cluster(store: &Store, meta: &ObjectMeta) -> Option<Cluster> {
-    owner_named::<Cluster>(store, meta, "Cluster").cloned()
-}
-
-fn owner_metal_cluster(store: &Store, meta: &ObjectMeta) -> Option<MetalStackCluster> {
-    owner_named::<MetalStackCluster>(store, meta, "MetalStackCluster").cloned()
-}
-
-struct MachineFacts {
-    capi_machine: Option<CapiMachineFacts>,
-    cluster: Option<ClusterFacts>,
-    metal_cluster: Option<MetalClusterFacts>,
-    bootstrap: BootstrapData,
-}
-
-fn machine_facts(store: &Store, metal_machine: &MetalStackMachine) -> MachineFacts {
-    let machine: Option<Machine> = owner_named::<Machine>(store, &metal_machine.metadata, "Machine").cloned();
-    let namespace = metal_machine.metadata.namespace.clone().unwrap_or_default();
-    let cluster =
-        machine.as_ref().and_then(|m| store.get::<Cluster>(&namespace, &m.spec.cluster_name)).cloned();
-    let metal_cluster = cluster
-        .as_ref()
-        .and_then(|c| c.spec.infrastructure_ref.as_ref())
-        .and_then(|r| store.get::<MetalStackCluster>(&namespace, &r.name));
-    MachineFacts {
-        capi_machine: machine.as_ref().map(|m| CapiMachineFacts {
-            name: m.metadata.name.clone().unwrap_or_default(),
-            control_plane: m.is_control_plane(),
-        }),
-        cluster: cluster.as_ref().map(ClusterFacts::of),
-        metal_cluster: metal_cluster.map(MetalClusterFacts::of),
-        bootstrap: bootstrap_data(store, &namespace, machine.as_ref()),
-    }
-}
-
-fn bootstrap_data(store: &Store, namespace: &str, machine: Option<&Machine>) -> BootstrapData {
-    let Some(secret_name) = machine.and_then(|m| m.data_secret_name()) else {
-        return BootstrapData::NotReady;
-    };
-    let Some(secret) = store.get::<k8s_openapi::api::core::v1::Secret>(namespace, secret_name) else {
-        return BootstrapData::SecretMissing { secret: secret_name.to_string() };
-    };
-    match secret.data.as_ref().and_then(|data| data.get("value")) {
-        Some(value) => BootstrapData::Present(UserData::new(String::from_utf8_lossy(&value.0).into_owned())),
-        None => BootstrapData::ValueMissing { secret: secret_name.to_string() },
+        self.store.delete::<MetalStackFirewall>(namespace, name, self.now).map_err(write_error)
     }
 }
 

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use kube_core::Resource;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 /// Namespace and name.
 pub type Key = (String, String);
@@ -43,10 +44,11 @@ pub fn key_of(meta: &ObjectMeta) -> Key {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
-/// Objects of one kind.
+/// Objects of one kind. Objects are shared (`Arc`), so that copying a store (an informer's
+/// view) copies pointers, and a write replaces the one object it changes.
 #[derive(Debug, Clone)]
 pub struct Collection<T> {
-    objects: BTreeMap<Key, T>,
+    objects: BTreeMap<Key, Arc<T>>,
 }
 
 impl<T> Default for Collection<T> {
@@ -57,11 +59,26 @@ impl<T> Default for Collection<T> {
 
 impl<T: Resource<DynamicType = ()> + Clone> Collection<T> {
     pub fn get(&self, namespace: &str, name: &str) -> Option<&T> {
+        self.shared(namespace, name).map(Arc::as_ref)
+    }
+
+    /// The shared object (a cheap copy).
+    pub fn shared(&self, namespace: &str, name: &str) -> Option<&Arc<T>> {
         self.objects.get(&(namespace.to_string(), name.to_string()))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.objects.values().map(Arc::as_ref)
+    }
+
+    /// The shared objects in key order.
+    pub fn shared_values(&self) -> impl Iterator<Item = &Arc<T>> {
         self.objects.values()
+    }
+
+    /// Mutable access to one object (copied first if a view still shares it).
+    fn get_mut(&mut self, key: &Key) -> Option<&mut T> {
+        self.objects.get_mut(key).map(Arc::make_mut)
     }
 
     pub fn len(&self) -> usize {
@@ -73,10 +90,10 @@ impl<T: Resource<DynamicType = ()> + Clone> Collection<T> {
     }
 
     fn insert(&mut self, object: T) {
-        self.objects.insert(key_of(object.meta()), object);
+        self.objects.insert(key_of(object.meta()), Arc::new(object));
     }
 
-    fn remove(&mut self, key: &Key) -> Option<T> {
+    fn remove(&mut self, key: &Key) -> Option<Arc<T>> {
         self.objects.remove(key)
     }
 
@@ -284,13 +301,13 @@ impl Store {
         {
             return Err(StoreError::Conflict);
         }
-        let mut updated = current.clone();
+        let mut updated = T::clone(current);
         write(&mut updated);
-        if &updated == current {
+        if &updated == current.as_ref() {
             return Ok(());
         }
         updated.meta_mut().resource_version = Some(self.next_version());
-        T::collection_mut(self).objects.insert(key, updated);
+        T::collection_mut(self).objects.insert(key, Arc::new(updated));
         Ok(())
     }
 
@@ -303,7 +320,6 @@ impl Store {
     ) -> Result<(), StoreError> {
         let version = self.next_version();
         let object = T::collection_mut(self)
-            .objects
             .get_mut(&(namespace.to_string(), name.to_string()))
             .ok_or(StoreError::NotFound)?;
         let meta = object.meta_mut();
@@ -319,9 +335,7 @@ impl Store {
     /// source objects).
     pub fn force_remove_finalizers<T: Stored>(&mut self, namespace: &str, name: &str) {
         let version = self.next_version();
-        if let Some(object) =
-            T::collection_mut(self).objects.get_mut(&(namespace.to_string(), name.to_string()))
-        {
+        if let Some(object) = T::collection_mut(self).get_mut(&(namespace.to_string(), name.to_string())) {
             object.meta_mut().finalizers = None;
             object.meta_mut().resource_version = Some(version);
         }
@@ -373,7 +387,6 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let object = T::collection_mut(self)
-            .objects
             .get_mut(&(namespace.to_string(), name.to_string()))
             .ok_or(StoreError::NotFound)?;
         let meta = object.meta_mut();
@@ -417,4 +430,47 @@ pub fn set_finalizer(meta: &mut ObjectMeta, finalizer: &str, present: bool) {
     if present {
         finalizers.push(finalizer.to_string());
     }
+}
+
+/// The glue reads the operator model's informer view through core's read interface, exactly
+/// as capms-manager reads its reflector stores.
+impl capms_core::glue::Objects for Store {
+    fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.shared(namespace, name).cloned()
+    }
+
+    fn machine(&self, namespace: &str, name: &str) -> Option<Arc<Machine>> {
+        self.machines.shared(namespace, name).cloned()
+    }
+
+    fn metal_cluster(&self, namespace: &str, name: &str) -> Option<Arc<MetalStackCluster>> {
+        self.metal_clusters.shared(namespace, name).cloned()
+    }
+
+    fn firewall(&self, namespace: &str, name: &str) -> Option<Arc<MetalStackFirewall>> {
+        self.firewalls.shared(namespace, name).cloned()
+    }
+
+    fn metal_clusters_of(&self, namespace: &str, cluster: &str) -> Vec<Arc<MetalStackCluster>> {
+        labelled(&self.metal_clusters, namespace, cluster)
+    }
+
+    fn metal_machines_of(&self, namespace: &str, cluster: &str) -> Vec<Arc<MetalStackMachine>> {
+        labelled(&self.metal_machines, namespace, cluster)
+    }
+}
+
+/// The objects of `namespace` labelled `cluster.x-k8s.io/cluster-name=<cluster>`, in key order.
+fn labelled<T: Resource<DynamicType = ()> + Clone>(
+    collection: &Collection<T>,
+    namespace: &str,
+    cluster: &str,
+) -> Vec<Arc<T>> {
+    let label = capms_core::api::capi::CLUSTER_NAME_LABEL;
+    collection
+        .shared_values()
+        .filter(|object| object.meta().namespace.as_deref() == Some(namespace))
+        .filter(|object| capms_core::api::capi::label(object.meta(), label) == Some(cluster))
+        .cloned()
+        .collect()
 }

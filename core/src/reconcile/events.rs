@@ -50,6 +50,10 @@ pub enum EventReason {
     DeletedForMove,
     /// A broken firewall was deleted so that a new one replaces it.
     FirewallReplaced,
+    /// The cluster's firewall name is taken by a MetalStackFirewall the cluster does not own.
+    FirewallNameTaken,
+    /// The cluster's credentials Secret could not be marked as in use (best effort).
+    CredentialsNotProtected,
 }
 
 impl EventReason {
@@ -69,6 +73,8 @@ impl EventReason {
             EventReason::InvalidConfiguration => "InvalidConfiguration",
             EventReason::DeletedForMove => "DeletedForMove",
             EventReason::FirewallReplaced => "FirewallReplaced",
+            EventReason::FirewallNameTaken => "FirewallNameTaken",
+            EventReason::CredentialsNotProtected => "CredentialsNotProtected",
         }
     }
 }

@@ -95,6 +95,9 @@ pub enum Variant {
     Correct,
     /// Allocates without looking for an earlier allocation of the object first (defect D1).
     CanaryWithoutAdoption,
+    /// The correct reconciler, but the glue's plan drops the finalizer write (so a deleted
+    /// object goes before its machine is freed): the canary of the shared operator glue.
+    CanaryGlueWithoutFinalizer,
 }
 
 /// Reconciles one MetalStackMachine. Never panics; every failure ends up in the outcome.
@@ -329,7 +332,7 @@ impl Run<'_, '_> {
     ) -> Option<Machine> {
         self.phase = phase::ALLOCATING;
         let found = match self.variant {
-            Variant::Correct => owner.find_identity(backend).await,
+            Variant::Correct | Variant::CanaryGlueWithoutFinalizer => owner.find_identity(backend).await,
             Variant::CanaryWithoutAdoption => Ok(Vec::new()),
         };
         let found = match found {
