@@ -489,17 +489,15 @@ async fn credentials_pass(secret: &ObjectMeta, context: &Context) -> Result<Acti
 
 /// Watches the metadata of only the Secrets the cluster controller protected (by their
 /// label), and the MetalStackClusters being deleted, mapped to the Secret they name: when the
-/// last one is gone, its Secret is released at once.
-fn credentials_controller(
-    client: &Client,
-    streams: &mut Subscriptions,
-    scope: &Scope,
-) -> Controller<SecretMeta> {
+/// last one is gone, its Secret is released at once. This controller watches MetalStackClusters
+/// itself rather than through the shared store: shared streams carry no deletions, and the
+/// disappearance of the last cluster is the event that matters here.
+fn credentials_controller(client: &Client, scope: &Scope) -> Controller<SecretMeta> {
     let protected = watcher::Config::default().labels(credentials::CREDENTIALS_LABEL);
     // An Api of PartialObjectMeta makes metadata-only requests.
     Controller::new(scope.api::<SecretMeta>(client), protected)
         .with_config(scope.controller_config())
-        .watches_shared_stream(streams.metal_clusters.take(), |metal_cluster| {
+        .watches(scope.api::<MetalStackCluster>(client), scope.watcher_config(), |metal_cluster| {
             metal_cluster.metadata.deletion_timestamp.as_ref()?;
             let name = credentials::credentials_name(&metal_cluster)?;
             Some(namespaced_ref::<SecretMeta>(name, metal_cluster.metadata.namespace.as_deref()))
@@ -602,7 +600,7 @@ where
     let firewalls = firewall_controller(&context, &mut streams, &scope)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_metal_firewall, error_policy, context.clone());
-    let secrets = credentials_controller(&client, &mut streams, &scope)
+    let secrets = credentials_controller(&client, &scope)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_credentials, error_policy, context.clone());
     let config = scope.watcher_config();
