@@ -74,7 +74,7 @@ const CANARY_NOTE: &str = " (canary machine reconciler)";
 fn variant_note(variant: Variant) -> &'static str {
     match variant {
         Variant::Correct => "",
-        Variant::CanaryWithoutAdoption | Variant::CanaryGlueWithoutFinalizer => CANARY_NOTE,
+        Variant::CanaryWithoutAdoption | Variant::CanaryGlueLosesStatus => CANARY_NOTE,
     }
 }
 

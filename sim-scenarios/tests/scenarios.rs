@@ -54,6 +54,8 @@ macro_rules! scenarios {
 }
 
 scenarios!(
+    a_reconcile_in_flight_when_two_replicas_raced_frees_nothing_once_the_cluster_is_paused,
+    a_reconcile_in_flight_under_metal_api_faults_frees_nothing_once_the_cluster_is_paused,
     an_externally_managed_cluster_is_left_alone,
     machines_without_bootstrap_data_are_never_installed,
     a_cluster_whose_machines_are_gone_still_deletes,

@@ -84,6 +84,17 @@ fn exploration_passes_with_faults_on() {
     assert!(found.is_empty(), "seeds {seeds:?} failed: {:?}", found.first().map(|f| &f.reason));
 }
 
+/// The canary of the shared glue: capms-sim runs core's glue (the plan capms-manager runs),
+/// so a plan that never writes a machine's status leaves clusters that never get ready, and
+/// the explorer finds them.
+#[test]
+fn exploration_catches_the_glue_canary() {
+    let config = OperatorConfig { variant: Variant::CanaryGlueLosesStatus, ..OperatorConfig::default() };
+    let found = capms_sim_scenarios::explore::first_failure(0, 200, config).expect("explores");
+    let first = found.expect("the broken glue went unnoticed for 200 seeds");
+    assert!(first.reason.contains("ready"), "caught for another reason: {}", first.reason);
+}
+
 #[test]
 fn exploration_catches_the_canary_within_thirty_seeds() {
     let config = OperatorConfig { variant: Variant::CanaryWithoutAdoption, ..OperatorConfig::default() };

@@ -228,7 +228,8 @@ pub fn machine(object: &MetalStackMachine, outcome: &MachineOutcome) -> Plan<Met
     machine_variant(object, outcome, Variant::Correct)
 }
 
-/// [`machine`], or the glue canary's plan (it drops the finalizer) for the explorer's test.
+/// [`machine`], or the glue canary's plan (it never writes the status) for the explorer's
+/// test.
 #[doc(hidden)]
 pub fn machine_variant(
     object: &MetalStackMachine,
@@ -236,16 +237,15 @@ pub fn machine_variant(
     variant: Variant,
 ) -> Plan<MetalStackMachine> {
     let mut patch = ObjectPatch::default();
-    if variant != Variant::CanaryGlueWithoutFinalizer {
-        patch.finalizer(&object.metadata, MACHINE_FINALIZER, outcome.finalizer);
-    }
+    patch.finalizer(&object.metadata, MACHINE_FINALIZER, outcome.finalizer);
     patch.labels(&object.metadata, &outcome.labels);
     patch.spec_field("providerID", object.spec.provider_id.as_ref(), outcome.provider_id.as_ref());
     Plan {
         events: outcome.events.clone(),
         patch,
         child: FirewallChild::Keep,
-        status: status_write(object, outcome.finalizer, &outcome.status),
+        status: status_write(object, outcome.finalizer, &outcome.status)
+            .filter(|_| variant != Variant::CanaryGlueLosesStatus),
         requeue: outcome.requeue,
     }
 }

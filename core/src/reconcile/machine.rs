@@ -95,9 +95,9 @@ pub enum Variant {
     Correct,
     /// Allocates without looking for an earlier allocation of the object first (defect D1).
     CanaryWithoutAdoption,
-    /// The correct reconciler, but the glue's plan drops the finalizer write (so a deleted
-    /// object goes before its machine is freed): the canary of the shared operator glue.
-    CanaryGlueWithoutFinalizer,
+    /// The correct reconciler, but the glue's plan never writes the status (so a provisioned
+    /// machine is never reported): the canary of the shared operator glue.
+    CanaryGlueLosesStatus,
 }
 
 /// Reconciles one MetalStackMachine. Never panics; every failure ends up in the outcome.
@@ -332,7 +332,7 @@ impl Run<'_, '_> {
     ) -> Option<Machine> {
         self.phase = phase::ALLOCATING;
         let found = match self.variant {
-            Variant::Correct | Variant::CanaryGlueWithoutFinalizer => owner.find_identity(backend).await,
+            Variant::Correct | Variant::CanaryGlueLosesStatus => owner.find_identity(backend).await,
             Variant::CanaryWithoutAdoption => Ok(Vec::new()),
         };
         let found = match found {
