@@ -600,9 +600,11 @@ where
     let firewalls = firewall_controller(&context, &mut streams, &scope)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_metal_firewall, error_policy, context.clone());
-    let secrets = credentials_controller(&client, &scope)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_credentials, error_policy, context.clone());
+    let secrets = credentials_controller(&client, &scope).graceful_shutdown_on(shutdown.clone()).run(
+        reconcile_credentials,
+        error_policy,
+        context.clone(),
+    );
     let config = scope.watcher_config();
     let Subscriptions { clusters: c, machines: m, metal_clusters: mc, metal_machines: mm, firewalls: fw } =
         streams;

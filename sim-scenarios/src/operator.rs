@@ -196,10 +196,18 @@ impl Operator {
             watch(StoredKind::Machine, &machine.metadata, Changed::Machine(machine));
         }
         for metal_cluster in store.metal_clusters.values() {
-            watch(StoredKind::MetalStackCluster, &metal_cluster.metadata, Changed::MetalCluster(metal_cluster));
+            watch(
+                StoredKind::MetalStackCluster,
+                &metal_cluster.metadata,
+                Changed::MetalCluster(metal_cluster),
+            );
         }
         for metal_machine in store.metal_machines.values() {
-            watch(StoredKind::MetalStackMachine, &metal_machine.metadata, Changed::MetalMachine(metal_machine));
+            watch(
+                StoredKind::MetalStackMachine,
+                &metal_machine.metadata,
+                Changed::MetalMachine(metal_machine),
+            );
         }
         for firewall in store.firewalls.values() {
             watch(StoredKind::MetalStackFirewall, &firewall.metadata, Changed::Firewall(firewall));
