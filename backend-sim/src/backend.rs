@@ -1,6 +1,7 @@
 //! [`SimBackend`]: the simulated datacenter behind the `MetalBackend` trait.
 
 use crate::datacenter::Datacenter;
+use crate::lag::{Write, ip_summary, machine_summary, network_summary};
 use crate::sim::Sim;
 use async_trait::async_trait;
 use capms_core::backend::BackendResult;
@@ -70,6 +71,7 @@ impl SimBackend {
         &self.sim
     }
 
+    /// A read (or anything that cannot take effect late).
     async fn run<T: Send>(
         &self,
         operation: Operation,
@@ -77,16 +79,34 @@ impl SimBackend {
         run: impl FnOnce(&mut Datacenter) -> Result<T, BackendError> + Send,
         summarize: impl FnOnce(&T) -> String + Send,
     ) -> BackendResult<T> {
+        self.call(operation, describe, None, run, summarize).await
+    }
+
+    /// A write; `late` is its owned form, for when it takes effect after the client gave up.
+    async fn write<T: Send>(
+        &self,
+        late: Write,
+        describe: String,
+        run: impl FnOnce(&mut Datacenter) -> Result<T, BackendError> + Send,
+        summarize: impl FnOnce(&T) -> String + Send,
+    ) -> BackendResult<T> {
+        let operation = late.operation();
+        self.call(operation, describe, Some(late), run, summarize).await
+    }
+
+    async fn call<T: Send>(
+        &self,
+        operation: Operation,
+        describe: String,
+        late: Option<Write>,
+        run: impl FnOnce(&mut Datacenter) -> Result<T, BackendError> + Send,
+        summarize: impl FnOnce(&T) -> String + Send,
+    ) -> BackendResult<T> {
         let (result, latency) =
-            self.sim.with(|datacenter| datacenter.call(operation, &describe, run, summarize));
+            self.sim.with(|datacenter| datacenter.call(operation, &describe, late, run, summarize));
         self.latency.wait(&self.sim, latency).await;
         result
     }
-}
-
-fn machine_summary(machine: &Machine) -> String {
-    let allocation = machine.allocation.as_ref().map(|a| a.allocation_uuid.as_str()).unwrap_or("-");
-    format!("machine {} allocation {allocation}", machine.id)
 }
 
 fn count<Items: AsRef<[Item]>, Item>(items: &Items) -> String {
@@ -98,7 +118,8 @@ impl MetalBackend for SimBackend {
     async fn allocate_machine(&self, request: &MachineAllocateRequest) -> BackendResult<Machine> {
         let operation = Operation::AllocateMachine;
         let run = |dc: &mut Datacenter| dc.allocate(operation, request, MachineRole::Machine, None);
-        self.run(operation, format!("{request:?}"), run, machine_summary).await
+        let late = Write::AllocateMachine(request.clone());
+        self.write(late, format!("{request:?}"), run, machine_summary).await
     }
 
     async fn get_machine(&self, machine_id: &str) -> BackendResult<Machine> {
@@ -114,7 +135,8 @@ impl MetalBackend for SimBackend {
 
     async fn free_machine(&self, machine_id: &str) -> BackendResult<Machine> {
         let run = |dc: &mut Datacenter| dc.free_machine(machine_id);
-        self.run(Operation::FreeMachine, machine_id.to_string(), run, machine_summary).await
+        let late = Write::FreeMachine(machine_id.to_string());
+        self.write(late, machine_id.to_string(), run, machine_summary).await
     }
 
     async fn allocate_firewall(&self, request: &FirewallAllocateRequest) -> BackendResult<Machine> {
@@ -122,7 +144,8 @@ impl MetalBackend for SimBackend {
         let run = |dc: &mut Datacenter| {
             dc.allocate(operation, &request.machine, MachineRole::Firewall, Some(&request.rules))
         };
-        self.run(operation, format!("{request:?}"), run, machine_summary).await
+        let late = Write::AllocateFirewall(request.clone());
+        self.write(late, format!("{request:?}"), run, machine_summary).await
     }
 
     async fn get_firewall(&self, machine_id: &str) -> BackendResult<Machine> {
@@ -139,8 +162,8 @@ impl MetalBackend for SimBackend {
 
     async fn allocate_network(&self, request: &NetworkAllocateRequest) -> BackendResult<Network> {
         let run = |dc: &mut Datacenter| dc.allocate_network(request);
-        let summarize = |network: &Network| format!("network {} {:?}", network.id, network.prefixes);
-        self.run(Operation::AllocateNetwork, format!("{request:?}"), run, summarize).await
+        let late = Write::AllocateNetwork(request.clone());
+        self.write(late, format!("{request:?}"), run, network_summary).await
     }
 
     async fn get_network(&self, network_id: &str) -> BackendResult<Network> {
@@ -157,25 +180,25 @@ impl MetalBackend for SimBackend {
     async fn free_network(&self, network_id: &str) -> BackendResult<Network> {
         let run = |dc: &mut Datacenter| dc.free_network(network_id);
         let summarize = |network: &Network| format!("network {} freed", network.id);
-        self.run(Operation::FreeNetwork, network_id.to_string(), run, summarize).await
+        let late = Write::FreeNetwork(network_id.to_string());
+        self.write(late, network_id.to_string(), run, summarize).await
     }
 
     async fn allocate_ip(&self, request: &IpAllocateRequest) -> BackendResult<Ip> {
         let run = |dc: &mut Datacenter| dc.allocate_ip(None, request);
-        let summarize = |ip: &Ip| format!("ip {}", ip.address);
-        self.run(Operation::AllocateIp, format!("{request:?}"), run, summarize).await
+        let late = Write::AllocateIp { address: None, request: request.clone() };
+        self.write(late, format!("{request:?}"), run, ip_summary).await
     }
 
     async fn allocate_specific_ip(&self, address: &str, request: &IpAllocateRequest) -> BackendResult<Ip> {
         let run = |dc: &mut Datacenter| dc.allocate_ip(Some(address), request);
-        let summarize = |ip: &Ip| format!("ip {}", ip.address);
-        self.run(Operation::AllocateSpecificIp, format!("{address} {request:?}"), run, summarize).await
+        let late = Write::AllocateIp { address: Some(address.to_string()), request: request.clone() };
+        self.write(late, format!("{address} {request:?}"), run, ip_summary).await
     }
 
     async fn get_ip(&self, address: &str) -> BackendResult<Ip> {
         let run = |dc: &mut Datacenter| dc.get_ip(address);
-        let summarize = |ip: &Ip| format!("ip {}", ip.address);
-        self.run(Operation::FindIp, address.to_string(), run, summarize).await
+        self.run(Operation::FindIp, address.to_string(), run, ip_summary).await
     }
 
     async fn find_ips(&self, query: &IpQuery) -> BackendResult<Vec<Ip>> {
@@ -186,7 +209,8 @@ impl MetalBackend for SimBackend {
     async fn free_ip(&self, address: &str) -> BackendResult<Ip> {
         let run = |dc: &mut Datacenter| dc.free_ip(address);
         let summarize = |ip: &Ip| format!("ip {} freed", ip.address);
-        self.run(Operation::FreeIp, address.to_string(), run, summarize).await
+        let late = Write::FreeIp(address.to_string());
+        self.write(late, address.to_string(), run, summarize).await
     }
 
     async fn get_partition(&self, partition_id: &str) -> BackendResult<Partition> {

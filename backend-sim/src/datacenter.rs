@@ -4,7 +4,8 @@
 //! `catalog.rs`.
 
 use crate::builder::{PartitionSpec, ProvisioningTimes, SimBuilder};
-use crate::faults::{FaultPlan, InjectedError, chance};
+use crate::faults::{CLIENT_TIMEOUT, FaultPlan, InjectedError, LATE_WRITE_SPREAD, chance};
+use crate::lag::{Histories, Write};
 use crate::log::EventLog;
 use capms_core::metal::{
     Image, Ip, Machine, MachineState, Network, Partition, Project, ProvisioningEvent, ProvisioningEventKind,
@@ -40,6 +41,8 @@ pub(crate) struct SimMachine {
     /// dropped, so a re-allocated machine never receives its predecessor's events.
     pub(crate) generation: u64,
     pub(crate) chassis: String,
+    /// Since when the machine sends no events (it died or hangs); silence is for ever.
+    pub(crate) silent_since: Option<Timestamp>,
 }
 
 /// Something that happens later in virtual time.
@@ -49,10 +52,21 @@ pub(crate) enum Scheduled {
     Event { machine_id: String, generation: u64, event: ProvisioningEventKind, phase: Option<Phase> },
     /// metal-api releases the IPs of a freed machine asynchronously.
     ReleaseIps { machine_id: String, addresses: Vec<String> },
-    /// The machine dies (liveliness Dead).
+    /// The machine dies: it goes silent for ever (cancelled by healing, like every fault
+    /// still to come).
     Die { machine_id: String, generation: u64 },
+    /// The machine hangs at the provisioning event it just sent: it goes silent for ever (not
+    /// cancelled by healing: the hang was decided when it was allocated).
+    Hang { machine_id: String, generation: u64 },
+    /// A silent machine has sent nothing for [`crate::MACHINE_DEAD_AFTER`]: metal-api turns
+    /// its liveliness `Unknown` (allocated) or `Dead` (not allocated).
+    LivelinessTimeout { machine_id: String },
     /// Someone else frees the machine.
     ExternalFree { machine_id: String, generation: u64 },
+    /// Someone else who took a pinned machine frees it again (not cancelled by healing).
+    ReturnStolen { machine_id: String, generation: u64 },
+    /// A write whose client gave up takes effect.
+    LateWrite { operation: Operation, describe: String, write: Box<Write> },
 }
 
 /// The whole simulated datacenter. Deterministic: every random choice comes from `rng`, every
@@ -82,6 +96,8 @@ pub(crate) struct Datacenter {
     pub(crate) log: EventLog,
     pub(crate) calls: BTreeMap<Operation, u64>,
     pub(crate) check_invariants: bool,
+    /// Versions before recent writes, for finds that lag (stale reads).
+    pub(crate) histories: Histories,
 }
 
 /// The result of one operation plus the virtual latency of its answer.
@@ -110,6 +126,7 @@ impl Datacenter {
             log: EventLog::new(builder.keep_log),
             calls: BTreeMap::new(),
             check_invariants: builder.check_invariants,
+            histories: Histories::default(),
         };
         datacenter.seed_catalog(builder);
         for partition in &builder.partitions {
@@ -149,7 +166,7 @@ impl Datacenter {
 
     fn seed_machine(&mut self, spec: &PartitionSpec, size_id: &str) {
         let index = self.machines.len() + 1;
-        let id = format!("00000000-0000-0000-0000-{index:012x}");
+        let id = machine_id(index);
         let rack = format!("{}-rack-{}", spec.id, (index - 1) % spec.racks.max(1) + 1);
         let machine = Machine {
             id: id.clone(),
@@ -169,7 +186,8 @@ impl Datacenter {
             tags: Vec::new(),
         };
         let chassis = format!("chassis-{}", (index - 1) / 4 + 1);
-        self.machines.insert(id, SimMachine { machine, phase: Phase::Waiting, generation: 0, chassis });
+        let sim = SimMachine { machine, phase: Phase::Waiting, generation: 0, chassis, silent_since: None };
+        self.machines.insert(id, sim);
     }
 
     /// Moves virtual time forward to `time`, applying every scheduled event that is due, in
@@ -210,19 +228,36 @@ impl Datacenter {
                 self.apply_event(&machine_id, generation, event, phase)
             }
             Scheduled::ReleaseIps { machine_id, addresses } => self.release_ips(&machine_id, &addresses),
-            Scheduled::Die { machine_id, generation } => {
+            Scheduled::Die { machine_id, generation } | Scheduled::Hang { machine_id, generation } => {
                 if self.generation_of(&machine_id) == Some(generation) {
-                    self.kill(&machine_id);
+                    self.silence(&machine_id);
                 }
             }
+            Scheduled::LivelinessTimeout { machine_id } => self.liveliness_timeout(&machine_id),
             Scheduled::ExternalFree { machine_id, generation } => {
-                let allocated =
-                    self.machines.get(&machine_id).is_some_and(|m| m.machine.allocation.is_some());
-                if allocated && self.generation_of(&machine_id) == Some(generation) {
-                    self.record(format!("external free of machine {machine_id}"));
-                    self.free_unchecked(&machine_id);
-                }
+                let line = format!("external free of machine {machine_id}");
+                self.free_if_allocated_in(&machine_id, generation, line);
             }
+            Scheduled::ReturnStolen { machine_id, generation } => {
+                let line = format!("someone else frees machine {machine_id} again");
+                self.free_if_allocated_in(&machine_id, generation, line);
+            }
+            Scheduled::LateWrite { operation, describe, write } => {
+                let answer = write.apply(self).unwrap_or_else(|error| error.to_string());
+                self.record(format!("late write {operation} {describe} takes effect -> {answer}"));
+            }
+        }
+    }
+
+    /// Someone else frees the machine, if it is still in allocation `generation`.
+    fn free_if_allocated_in(&mut self, machine_id: &str, generation: u64, line: String) {
+        let allocated = self
+            .machines
+            .get(machine_id)
+            .is_some_and(|m| m.machine.allocation.is_some() && m.generation == generation);
+        if allocated {
+            self.record(line);
+            self.free_unchecked(machine_id);
         }
     }
 
@@ -253,11 +288,13 @@ impl Datacenter {
     }
 
     /// Runs one operation the way metal-api would answer it, with faults: an injected error
-    /// before it takes effect, a lost answer after it took effect, and latency.
+    /// before it takes effect, a write (`late`, its owned form) that takes effect only after
+    /// the client gave up, a lost answer after it took effect, and latency.
     pub(crate) fn call<T>(
         &mut self,
         operation: Operation,
         describe: &str,
+        late: Option<Write>,
         run: impl FnOnce(&mut Self) -> Result<T, BackendError>,
         summarize: impl FnOnce(&T) -> String,
     ) -> Answer<T> {
@@ -267,6 +304,9 @@ impl Datacenter {
             let error = injected_error(operation, injected);
             self.record(format!("{operation} {describe} -> injected {error}"));
             return (Err(error), latency);
+        }
+        if let Some(write) = late.filter(|_| chance(&mut self.rng, self.faults.late_write_rate)) {
+            return self.defer(operation, describe, write, latency);
         }
         let result = run(self);
         self.verify();
@@ -284,6 +324,24 @@ impl Datacenter {
             return (Err(lost), latency);
         }
         (result, latency)
+    }
+
+    /// A late write: the client waits for its timeout and sees a lost answer; the write takes
+    /// effect up to [`LATE_WRITE_SPREAD`] after that.
+    fn defer<T>(
+        &mut self,
+        operation: Operation,
+        describe: &str,
+        write: Write,
+        latency: Duration,
+    ) -> Answer<T> {
+        let spread = LATE_WRITE_SPREAD.as_millis().max(1) as u64;
+        let lands_after = CLIENT_TIMEOUT + Duration::from_millis(self.rng.random_range(1..=spread));
+        self.record(format!("{operation} {describe} -> answer lost, the write takes effect late"));
+        let describe = describe.to_string();
+        self.schedule(lands_after, Scheduled::LateWrite { operation, describe, write: Box::new(write) });
+        let lost = BackendError::transport(operation, "timed out waiting for the answer", true);
+        (Err(lost), latency.max(CLIENT_TIMEOUT))
     }
 
     /// Checks every datacenter invariant; a violation is a bug in the simulator.
@@ -325,6 +383,12 @@ fn injected_error(operation: Operation, injected: InjectedError) -> BackendError
         ),
         InjectedError::Auth => BackendError::from_response(operation, 403, "Wrong HMAC found"),
     }
+}
+
+/// The id of the `number`-th machine a datacenter seeds (from 1): partitions in the order
+/// they were added, sizes in alphabetical order within a partition.
+pub fn machine_id(number: usize) -> String {
+    format!("00000000-0000-0000-0000-{number:012x}")
 }
 
 /// metal-api's typed not-found answer.

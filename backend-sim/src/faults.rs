@@ -58,14 +58,40 @@ pub struct FaultPlan {
     pub parallel_allocation_rate: f64,
     /// Probability that an allocated machine never reaches `Phoned Home` (crash loop).
     pub provisioning_failure_rate: f64,
-    /// Probability that an allocated machine dies (liveliness `Dead`) some time after it
-    /// phoned home, within `death_window`.
+    /// Probability that an allocated machine dies some time after it phoned home, within
+    /// `death_window`: it goes silent for ever, so metal-api reports it `Unknown` while it is
+    /// allocated and `Dead` once it is not (see [`MACHINE_DEAD_AFTER`]).
     pub death_rate: f64,
     /// Probability that an allocated machine is freed by someone else within `death_window`.
     pub external_free_rate: f64,
     /// When deaths and external frees happen, counted from `Phoned Home`.
     pub death_window: Duration,
+    /// Probability that an allocated machine hangs in PXE boot or installation: it sends no
+    /// event after the one it hangs at (no `Crashed` either, unlike a provisioning failure),
+    /// so metal-api reports it `Unknown` [`MACHINE_DEAD_AFTER`] later.
+    pub stuck_provisioning_rate: f64,
+    /// How far finds lag behind writes: a find does not see a write younger than this
+    /// (zero: finds are current). Gets are always current.
+    pub stale_read_lag: Duration,
+    /// Probability that a write's answer is lost and the write takes effect only after the
+    /// client gave up: the caller sees a lost answer after [`CLIENT_TIMEOUT`], the write lands
+    /// up to [`LATE_WRITE_SPREAD`] after that.
+    pub late_write_rate: f64,
+    /// Probability that a pinned allocation (by machine id) finds its machine allocated by
+    /// someone else first; they keep it for [`STOLEN_MACHINE_HELD`].
+    pub stolen_machine_rate: f64,
 }
+
+/// metal-api's `MachineDeadAfter`: a machine that sent no event for this long turns
+/// `Unknown` while it is allocated and `Dead` while it is not.
+pub const MACHINE_DEAD_AFTER: Duration = Duration::from_secs(5 * 60);
+/// How long a client waits for an answer before it gives up (backend-metal's default request
+/// timeout): a late write's caller sees its lost answer after this.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A late write takes effect within this after the client's timeout.
+pub const LATE_WRITE_SPREAD: Duration = Duration::from_secs(30);
+/// How long someone else who took a pinned machine keeps it before they free it.
+pub const STOLEN_MACHINE_HELD: Duration = Duration::from_secs(20 * 60);
 
 impl FaultPlan {
     /// A datacenter where nothing goes wrong.
@@ -98,6 +124,10 @@ impl FaultPlan {
             death_rate,
             external_free_rate,
             death_window: Duration::from_secs(3600),
+            stuck_provisioning_rate: 0.0,
+            stale_read_lag: Duration::ZERO,
+            late_write_rate: 0.0,
+            stolen_machine_rate: 0.0,
         }
     }
 

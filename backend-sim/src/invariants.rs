@@ -2,7 +2,9 @@
 //! under test: the datacenter must stay a faithful, consistent model whatever callers do.
 
 use crate::datacenter::{Datacenter, Phase};
+use crate::faults::MACHINE_DEAD_AFTER;
 use crate::ipam;
+use capms_core::metal::Liveliness;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +15,32 @@ pub(crate) fn check(datacenter: &Datacenter) -> Result<(), String> {
     child_prefixes_disjoint_and_inside_parent(datacenter)?;
     tag_index_matches_machines(datacenter)?;
     allocations_are_unique_and_consistent(datacenter)?;
+    liveliness_follows_silence(datacenter)?;
+    Ok(())
+}
+
+/// metal-api's liveliness: `Alive` until a machine has been silent for longer than
+/// [`MACHINE_DEAD_AFTER`], then `Unknown` while allocated and `Dead` while not.
+fn liveliness_follows_silence(datacenter: &Datacenter) -> Result<(), String> {
+    for sim in datacenter.machines.values() {
+        let silent_for = sim.silent_since.map(|since| datacenter.now.duration_since(since).unsigned_abs());
+        let expected = match silent_for {
+            None => Liveliness::Alive,
+            Some(silent_for) if silent_for < MACHINE_DEAD_AFTER => Liveliness::Alive,
+            Some(silent_for) if silent_for == MACHINE_DEAD_AFTER => continue,
+            Some(_) if sim.machine.allocation.is_some() => Liveliness::Unknown,
+            Some(_) => Liveliness::Dead,
+        };
+        if sim.machine.liveliness != expected {
+            return Err(format!(
+                "machine {} is {} but should be {} (silent since {:?})",
+                sim.machine.id,
+                sim.machine.liveliness.as_str(),
+                expected.as_str(),
+                sim.silent_since
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! lifecycle on the virtual clock, frees with asynchronous IP release and reclaim.
 
 use crate::datacenter::{Datacenter, Phase, Scheduled, not_found};
-use crate::faults::chance;
+use crate::faults::{MACHINE_DEAD_AFTER, STOLEN_MACHINE_HELD, chance};
 use capms_core::metal::{
     FirewallRules, ImageFeature, Ip, IpType, Liveliness, Machine, MachineAllocateRequest, MachineAllocation,
     MachineNetwork, MachineQuery, MachineRole, MachineState, Network, NetworkType, ProvisioningEvent,
@@ -82,6 +82,9 @@ impl Datacenter {
         rules: Option<&FirewallRules>,
     ) -> Result<Machine, BackendError> {
         self.validate_allocation(operation, request, role, rules)?;
+        if let Some(machine_id) = &request.machine_id {
+            self.maybe_steal(machine_id, request);
+        }
         let (partition_id, size_id) = self.target(operation, request)?;
         let networks = self.gather_networks(operation, request, role, &partition_id)?;
         self.check_given_ips(operation, request, &networks)?;
@@ -140,6 +143,31 @@ impl Datacenter {
             rules.validate().map_err(|rule_error| error(operation, 400, rule_error.to_string()))?;
         }
         Ok(())
+    }
+
+    /// `stolen_machines`: someone else allocates the pinned machine first (in the same project,
+    /// without the caller's tags, with no networks) and frees it after
+    /// [`STOLEN_MACHINE_HELD`].
+    fn maybe_steal(&mut self, machine_id: &str, request: &MachineAllocateRequest) {
+        let allocatable = self.machines.get(machine_id).is_some_and(is_allocatable);
+        if !allocatable || !chance(&mut self.rng, self.faults.stolen_machine_rate) {
+            return;
+        }
+        let thief = MachineAllocateRequest {
+            project_id: request.project_id.clone(),
+            image_id: request.image_id.clone(),
+            name: "someone-else".to_string(),
+            hostname: "someone-else".to_string(),
+            description: "allocated by someone else first (stolen_machines)".to_string(),
+            tags: vec!["someone-else".to_string()],
+            ..MachineAllocateRequest::default()
+        };
+        self.record(format!("machine {machine_id}: allocated by someone else first"));
+        let machine =
+            self.write_allocation(machine_id, &thief, MachineRole::Machine, None, &[], BTreeMap::new());
+        let generation = self.generation_of(&machine.id).unwrap_or_default();
+        let returned = Scheduled::ReturnStolen { machine_id: machine.id, generation };
+        self.schedule(STOLEN_MACHINE_HELD, returned);
     }
 
     /// The partition and size to allocate in: the pinned machine's, or the request's.
@@ -380,11 +408,13 @@ impl Datacenter {
             for prefix in first_prefix_per_family(&gathered.network.prefixes) {
                 let Some(address) = self.free_address(&gathered.network.id, &prefix) else {
                     for address in &acquired {
+                        self.remember_ip(address);
                         self.ips.remove(address);
                     }
                     return Err(error(operation, 500, "cannot allocate free ip in ipam, no ips left"));
                 };
                 let ip = self.machine_ip(&address, machine_id, request, &gathered.network);
+                self.remember_ip(&address);
                 self.ips.insert(address.clone(), ip);
                 acquired.push(address.clone());
                 addresses.entry(gathered.network.id.clone()).or_default().push(address);
@@ -392,6 +422,7 @@ impl Datacenter {
         }
         let machine_tag = tags::machine_id_tag(machine_id);
         for address in request.ips.iter().filter_map(|a| crate::ipam::canonical_address(a)) {
+            self.remember_ip(&address);
             if let Some(ip) = self.ips.get_mut(&address) {
                 if !ip.tags.contains(&machine_tag) {
                     ip.tags.push(machine_tag.clone());
@@ -459,6 +490,7 @@ impl Datacenter {
             firewall_rules: rules.cloned(),
             created: self.now,
         };
+        self.remember_machine(machine_id);
         let Some(sim) = self.machines.get_mut(machine_id) else {
             unreachable!("allocate picked machine {machine_id}, which does not exist");
         };
@@ -480,28 +512,33 @@ impl Datacenter {
     }
 
     /// Schedules the provisioning events of a fresh allocation, and its fate: a crash loop
-    /// instead of `Phoned Home`, a death, or an external free.
+    /// instead of `Phoned Home`, a hang (silence) in PXE boot or installation, a death, or an
+    /// external free.
     fn schedule_provisioning(&mut self, machine_id: &str, generation: u64) {
         let total = self.jittered(self.times.provisioning);
         let fails = chance(&mut self.rng, self.faults.provisioning_failure_rate);
-        let last = if fails {
-            (85, ProvisioningEventKind::Crashed, Some(Phase::CrashLoop))
-        } else {
-            (100, ProvisioningEventKind::PhonedHome, Some(Phase::Running))
-        };
-        let steps = [
-            (10, ProvisioningEventKind::PxeBooting, None),
-            (25, ProvisioningEventKind::Preparing, None),
-            (40, ProvisioningEventKind::Installing, None),
-            (if fails { 60 } else { 85 }, ProvisioningEventKind::BootingNewKernel, None),
-            last,
-        ];
+        let stuck = !fails && chance(&mut self.rng, self.faults.stuck_provisioning_rate);
+        let mut steps = provisioning_steps(fails);
+        if stuck {
+            let hang = self.rng.random_range(0..HANG_STEPS);
+            steps.truncate(hang + 1);
+        }
+        let hang_at = steps.last().map(|(percent, _, _)| *percent).unwrap_or_default();
         for (percent, event, phase) in steps {
             let scheduled = Scheduled::Event { machine_id: machine_id.to_string(), generation, event, phase };
             self.schedule(total.mul_f64(f64::from(percent) / 100.0), scheduled);
         }
+        if stuck {
+            let after = total.mul_f64(f64::from(hang_at) / 100.0);
+            self.schedule(after, Scheduled::Hang { machine_id: machine_id.to_string(), generation });
+        }
+        self.schedule_fate(machine_id, generation, total, !fails && !stuck);
+    }
+
+    /// A death (after `Phoned Home`, only if the machine gets there) or an external free.
+    fn schedule_fate(&mut self, machine_id: &str, generation: u64, total: Duration, may_die: bool) {
         let window_millis = self.faults.death_window.as_millis().max(1) as u64;
-        if !fails && chance(&mut self.rng, self.faults.death_rate) {
+        if may_die && chance(&mut self.rng, self.faults.death_rate) {
             let after = total + Duration::from_millis(self.rng.random_range(0..window_millis));
             self.schedule(after, Scheduled::Die { machine_id: machine_id.to_string(), generation });
         }
@@ -523,7 +560,7 @@ impl Datacenter {
         let Some(sim) = self.machines.get_mut(machine_id) else {
             return;
         };
-        if sim.generation != generation {
+        if sim.generation != generation || sim.silent_since.is_some() {
             return;
         }
         if event == ProvisioningEventKind::Crashed {
@@ -537,14 +574,34 @@ impl Datacenter {
         self.record(line);
     }
 
-    /// Marks a machine dead.
-    pub(crate) fn kill(&mut self, machine_id: &str) -> bool {
+    /// The machine goes silent for ever: no event from now on (so no reclaim either), and
+    /// [`MACHINE_DEAD_AFTER`] later metal-api turns it `Unknown` or `Dead`. Returns whether it
+    /// exists.
+    pub(crate) fn silence(&mut self, machine_id: &str) -> bool {
+        let now = self.now;
         let Some(sim) = self.machines.get_mut(machine_id) else {
             return false;
         };
-        sim.machine.liveliness = Liveliness::Dead;
-        self.record(format!("machine {machine_id}: dies"));
+        if sim.silent_since.is_some() {
+            return true;
+        }
+        sim.silent_since = Some(now);
+        self.record(format!("machine {machine_id}: goes silent"));
+        let timeout = Scheduled::LivelinessTimeout { machine_id: machine_id.to_string() };
+        self.schedule(MACHINE_DEAD_AFTER, timeout);
         true
+    }
+
+    /// metal-api's liveliness check of a machine silent for [`MACHINE_DEAD_AFTER`]: `Unknown`
+    /// while allocated (it may only have stopped phoning home), `Dead` otherwise.
+    pub(crate) fn liveliness_timeout(&mut self, machine_id: &str) {
+        let Some(sim) = self.machines.get_mut(machine_id) else {
+            return;
+        };
+        let liveliness =
+            if sim.machine.allocation.is_some() { Liveliness::Unknown } else { Liveliness::Dead };
+        sim.machine.liveliness = liveliness;
+        self.record(format!("machine {machine_id}: liveliness {}", liveliness.as_str()));
     }
 
     /// `DELETE /v1/machine/{id}/free`: unconditional, like metal-api.
@@ -571,6 +628,7 @@ impl Datacenter {
         let release_after = self.jittered(self.times.ip_release);
         let reclaim_after = self.jittered(self.times.reclaim);
         let now = self.now;
+        self.remember_machine(machine_id);
         let Some(sim) = self.machines.get_mut(machine_id) else {
             unreachable!("free of machine {machine_id}, which was checked to exist");
         };
@@ -589,7 +647,11 @@ impl Datacenter {
             },
         );
         let generation = sim.generation;
-        let alive = sim.machine.liveliness == Liveliness::Alive;
+        let silent = sim.silent_since.is_some();
+        if sim.machine.liveliness == Liveliness::Unknown {
+            // Silent for long enough and no longer allocated: metal-api says dead.
+            sim.machine.liveliness = Liveliness::Dead;
+        }
         self.index_tags(machine_id, &old_tags, false);
         if !addresses.is_empty() {
             self.schedule(
@@ -597,7 +659,7 @@ impl Datacenter {
                 Scheduled::ReleaseIps { machine_id: machine_id.to_string(), addresses },
             );
         }
-        if alive {
+        if !silent {
             self.schedule_reclaim(machine_id, generation, reclaim_after);
         }
         self.record(format!("machine {machine_id}: Machine Reclaim"));
@@ -620,12 +682,13 @@ impl Datacenter {
     pub(crate) fn release_ips(&mut self, machine_id: &str, addresses: &[String]) {
         let machine_tag = tags::machine_id_tag(machine_id);
         for address in addresses {
+            if !self.ips.get(address).is_some_and(|ip| ip.tags.contains(&machine_tag)) {
+                continue;
+            }
+            self.remember_ip(address);
             let Some(ip) = self.ips.get_mut(address) else {
                 continue;
             };
-            if !ip.tags.contains(&machine_tag) {
-                continue;
-            }
             if ip.ip_type == IpType::Ephemeral {
                 self.ips.remove(address);
             } else {
@@ -655,8 +718,21 @@ impl Datacenter {
         Ok(machine)
     }
 
-    /// Machines matching a query, in id order. Tag filters go through the tag index.
-    pub(crate) fn find_machines(&self, query: &MachineQuery) -> Vec<Machine> {
+    /// Machines matching a query, in id order, as a find sees them (see
+    /// [`crate::FaultPlan::stale_read_lag`]).
+    pub(crate) fn find_machines(&mut self, query: &MachineQuery) -> Vec<Machine> {
+        let current = self.find_current_machines(query);
+        let Some(cutoff) = self.stale_cutoff() else {
+            return current;
+        };
+        let history = &self.histories.machines;
+        let (found, hidden) = history.find_as_of(current, cutoff, |m| m.id.as_str(), |m| query.matches(m));
+        self.note_stale("findMachines", hidden);
+        found
+    }
+
+    /// Machines matching a query now, in id order. Tag filters go through the tag index.
+    fn find_current_machines(&self, query: &MachineQuery) -> Vec<Machine> {
         let mut by_tags: Option<BTreeSet<&String>> = None;
         for tag in &query.tags {
             let ids: BTreeSet<&String> =
@@ -678,6 +754,27 @@ impl Datacenter {
             .cloned()
             .collect()
     }
+}
+
+/// How many of the first provisioning steps a machine can hang at: `PXE Booting`,
+/// `Preparing`, `Installing`.
+const HANG_STEPS: usize = 3;
+
+/// The provisioning events of an allocation, in percent of its provisioning time, with the
+/// phase each one starts: a crash loop instead of `Phoned Home` if it `fails`.
+fn provisioning_steps(fails: bool) -> Vec<(u8, ProvisioningEventKind, Option<Phase>)> {
+    let last = if fails {
+        (85, ProvisioningEventKind::Crashed, Some(Phase::CrashLoop))
+    } else {
+        (100, ProvisioningEventKind::PhonedHome, Some(Phase::Running))
+    };
+    vec![
+        (10, ProvisioningEventKind::PxeBooting, None),
+        (25, ProvisioningEventKind::Preparing, None),
+        (40, ProvisioningEventKind::Installing, None),
+        (if fails { 60 } else { 85 }, ProvisioningEventKind::BootingNewKernel, None),
+        last,
+    ]
 }
 
 fn is_allocatable(sim: &crate::datacenter::SimMachine) -> bool {

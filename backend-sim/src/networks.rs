@@ -59,6 +59,7 @@ impl Datacenter {
             underlay: false,
             labels: request.labels.clone(),
         };
+        self.remember_network(&network.id);
         self.networks.insert(network.id.clone(), network.clone());
         Ok(network)
     }
@@ -120,8 +121,18 @@ impl Datacenter {
             .ok_or_else(|| not_found(Operation::FindNetwork, "network", network_id))
     }
 
-    pub(crate) fn find_networks(&self, query: &NetworkQuery) -> Vec<Network> {
-        self.networks.values().filter(|network| query.matches(network)).cloned().collect()
+    /// Networks matching a query, in id order, as a find sees them (see
+    /// [`crate::FaultPlan::stale_read_lag`]).
+    pub(crate) fn find_networks(&mut self, query: &NetworkQuery) -> Vec<Network> {
+        let current: Vec<Network> =
+            self.networks.values().filter(|network| query.matches(network)).cloned().collect();
+        let Some(cutoff) = self.stale_cutoff() else {
+            return current;
+        };
+        let history = &self.histories.networks;
+        let (found, hidden) = history.find_as_of(current, cutoff, |n| n.id.as_str(), |n| query.matches(n));
+        self.note_stale("findNetworks", hidden);
+        found
     }
 
     /// `DELETE /v1/network/free/{id}`: refused while any IP is left in one of its prefixes.
@@ -143,6 +154,7 @@ impl Datacenter {
         if let Some(prefix) = busy {
             return Err(error(operation, 422, format!("prefix {prefix} has ips, deletion not possible")));
         }
+        self.remember_network(network_id);
         self.networks.remove(network_id);
         Ok(network)
     }
@@ -177,6 +189,7 @@ impl Datacenter {
             created: self.now,
             changed: self.now,
         };
+        self.remember_ip(&address);
         self.ips.insert(address, ip.clone());
         Ok(ip)
     }
@@ -269,8 +282,18 @@ impl Datacenter {
             .ok_or_else(|| not_found(Operation::FindIp, "ip", address))
     }
 
-    pub(crate) fn find_ips(&self, query: &IpQuery) -> Vec<Ip> {
-        self.ips.values().filter(|ip| query.matches(ip)).cloned().collect()
+    /// IPs matching a query, in address order, as a find sees them (see
+    /// [`crate::FaultPlan::stale_read_lag`]).
+    pub(crate) fn find_ips(&mut self, query: &IpQuery) -> Vec<Ip> {
+        let current: Vec<Ip> = self.ips.values().filter(|ip| query.matches(ip)).cloned().collect();
+        let Some(cutoff) = self.stale_cutoff() else {
+            return current;
+        };
+        let history = &self.histories.ips;
+        let (found, hidden) =
+            history.find_as_of(current, cutoff, |ip| ip.address.as_str(), |ip| query.matches(ip));
+        self.note_stale("findIPs", hidden);
+        found
     }
 
     /// `DELETE /v1/ip/free/{id}`: refused for IPs with machine scope.
@@ -280,6 +303,7 @@ impl Datacenter {
         if tags::value(&ip.tags, tags::MACHINE_ID).is_some() {
             return Err(error(operation, 400, "ip with machine scope can not be deleted"));
         }
+        self.remember_ip(&ip.address);
         self.ips.remove(&ip.address);
         Ok(ip)
     }

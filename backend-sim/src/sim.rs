@@ -81,6 +81,9 @@ impl Sim {
     pub fn set_fault_plan(&self, faults: FaultPlan) {
         self.with(|datacenter| {
             datacenter.record(format!("fault plan replaced: {faults:?}"));
+            if faults.stale_read_lag.is_zero() {
+                datacenter.histories.clear();
+            }
             datacenter.faults = faults;
         });
     }
@@ -90,12 +93,16 @@ impl Sim {
         self.with(|datacenter| datacenter.faults.clone())
     }
 
-    /// Ends all faults: no more injected errors, lost answers or latency, no scheduled deaths
-    /// or external frees, no capacity limits. What already happened (dead machines) stays.
+    /// Ends all faults: no more injected errors, lost answers, late writes, stale finds or
+    /// latency, no scheduled deaths or external frees, no capacity limits. What already
+    /// happened stays: silent machines stay silent (and turn `Unknown` or `Dead` in time),
+    /// machines that hang in provisioning hang, writes sent late still land, machines someone
+    /// else took are returned when planned.
     pub fn heal(&self) {
         self.with(|datacenter| {
             datacenter.faults = FaultPlan::none();
             datacenter.capacity_budget.clear();
+            datacenter.histories.clear();
             datacenter.timeline.retain(|_, scheduled| {
                 !matches!(scheduled, Scheduled::Die { .. } | Scheduled::ExternalFree { .. })
             });
@@ -116,9 +123,17 @@ impl Sim {
         });
     }
 
-    /// Kills a machine (liveliness `Dead`). Returns whether it exists.
+    /// Kills a machine the way metal-api sees a death: it goes silent for ever. Its
+    /// liveliness stays `Alive` for [`crate::MACHINE_DEAD_AFTER`], then turns `Unknown` while
+    /// it is allocated and `Dead` once it is not (never `Dead` while allocated). It is never
+    /// reclaimed. Returns whether it exists.
     pub fn kill_machine(&self, machine_id: &str) -> bool {
-        self.with(|datacenter| datacenter.kill(machine_id))
+        self.with(|datacenter| datacenter.silence(machine_id))
+    }
+
+    /// Since when a machine is silent (killed, or hung while provisioning), if it is.
+    pub fn silent_since(&self, machine_id: &str) -> Option<Timestamp> {
+        self.with(|datacenter| datacenter.machines.get(machine_id).and_then(|sim| sim.silent_since))
     }
 
     /// Frees a machine as someone else would (an admin with metalctl). Returns whether it

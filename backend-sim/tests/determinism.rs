@@ -24,6 +24,10 @@ fn faults() -> FaultPlan {
         provisioning_failure_rate: 0.1,
         death_rate: 0.1,
         external_free_rate: 0.05,
+        stuck_provisioning_rate: 0.05,
+        stale_read_lag: Duration::from_secs(20),
+        late_write_rate: 0.05,
+        stolen_machine_rate: 0.3,
         ..FaultPlan::none()
     }
 }
@@ -73,7 +77,11 @@ impl Workload {
             }
             8..35 => {
                 let Some(network_id) = self.pick(&self.networks.clone()) else { return };
+                let pinned = index
+                    .is_multiple_of(5)
+                    .then(|| format!("00000000-0000-0000-0000-{:012x}", self.rng.random_range(1..=24)));
                 let request = MachineAllocateRequest {
+                    machine_id: pinned,
                     project_id: MINI_LAB_PROJECT.into(),
                     partition_id: "mini-lab".into(),
                     size_id: "v1-small-x86".into(),
@@ -146,7 +154,19 @@ fn same_seed_gives_the_same_event_log() {
     let calls: u64 = first.calls().values().sum();
     assert!(calls >= 1_000, "the workload made only {calls} metal-api calls");
     let log = first.event_log().join("\n");
-    for fault in ["injected", "answer lost", "Crashed", "dies", "external free", "too many parallel"] {
+    let faults = [
+        "injected",
+        "answer lost",
+        "Crashed",
+        "goes silent",
+        "liveliness Unknown",
+        "external free",
+        "too many parallel",
+        "takes effect late",
+        "stale read",
+        "allocated by someone else first",
+    ];
+    for fault in faults {
         assert!(log.contains(fault), "the workload never saw a fault of kind {fault:?}");
     }
     first.check_invariants().expect("datacenter invariants hold after the workload");

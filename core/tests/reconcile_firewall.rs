@@ -2,12 +2,13 @@
 
 mod support;
 
-use capms_backend_sim::MINI_LAB_FIREWALL_IMAGE;
+use capms_backend_sim::{MACHINE_DEAD_AFTER, MINI_LAB_FIREWALL_IMAGE};
 use capms_core::api::conditions::{ConditionType, Reason};
 use capms_core::api::{
     FIREWALL_FINALIZER, FirewallEgressRule, FirewallProtocol, MachineAddressType, MetalStackFirewall, capi,
 };
 use capms_core::metal::{FirewallAllocateRequest, MachineAllocateRequest, MachineRole, NetworkRequest};
+use capms_core::reconcile::cluster::FIREWALL_REPLACE_AFTER;
 use capms_core::reconcile::{
     ClusterFacts, EventReason, FinalizerAction, FirewallInput, FirewallOutcome, MetalClusterFacts,
     reconcile_firewall,
@@ -262,19 +263,67 @@ fn readiness_comes_from_phoned_home_not_allocation_succeeded() {
     assert_eq!(ready.status.phase.as_deref(), Some("Running"));
 }
 
-#[test]
-fn dead_firewall_is_not_ready() {
+/// A firewall whose machine went silent: Unknown for metal-api, seen by one reconcile.
+fn silent_firewall() -> (Fixture, FirewallOutcome) {
     let mut fixture = Fixture::new();
     let id = fixture.allocate();
     fixture.world.sim.advance(Duration::from_secs(300));
     fixture.pass();
     assert!(ready_is_true(fixture.conditions()));
-
     fixture.world.sim.kill_machine(&id);
+    fixture.world.sim.advance(MACHINE_DEAD_AFTER + Duration::from_secs(1));
     let outcome = fixture.pass();
+    (fixture, outcome)
+}
 
-    assert_condition(&outcome.status.conditions, ConditionType::Ready, false, Reason::MachineDead);
-    assert_condition(&outcome.status.conditions, ConditionType::FirewallHealthy, false, Reason::MachineDead);
+#[test]
+fn silent_firewall_is_not_ready_and_comes_back_when_it_would_be_given_up() {
+    let (_, outcome) = silent_firewall();
+
+    let conditions = &outcome.status.conditions;
+    assert_condition(conditions, ConditionType::Ready, false, Reason::MachineLivelinessUnknown);
+    assert_condition_unknown(conditions, ConditionType::FirewallHealthy, Reason::MachineLivelinessUnknown);
+    assert!(!has_event(&outcome.events, EventReason::MachineDead));
+    assert!(outcome.requeue.is_some_and(|after| after <= FIREWALL_REPLACE_AFTER), "{:?}", outcome.requeue);
+}
+
+#[test]
+fn firewall_silent_for_the_replace_time_is_given_up_as_dead_once() {
+    let (mut fixture, _) = silent_firewall();
+    fixture.world.sim.advance(FIREWALL_REPLACE_AFTER - Duration::from_secs(1));
+    let before = fixture.pass();
+    assert_condition(
+        &before.status.conditions,
+        ConditionType::Ready,
+        false,
+        Reason::MachineLivelinessUnknown,
+    );
+
+    fixture.world.sim.advance(Duration::from_secs(1));
+    let given_up = fixture.pass();
+    let conditions = &given_up.status.conditions;
+    assert_condition(conditions, ConditionType::Ready, false, Reason::MachineDead);
+    assert_condition_unknown(conditions, ConditionType::FirewallHealthy, Reason::MachineLivelinessUnknown);
+    assert!(has_event(&given_up.events, EventReason::MachineDead));
+
+    let again = fixture.pass();
+    assert!(!has_event(&again.events, EventReason::MachineDead), "the event is recorded once");
+}
+
+#[test]
+fn a_lost_status_restarts_the_silence_count() {
+    let (mut fixture, _) = silent_firewall();
+    fixture.world.sim.advance(FIREWALL_REPLACE_AFTER);
+    if let Some(status) = fixture.object.status.as_mut() {
+        status.conditions.clear();
+    }
+    let outcome = fixture.pass();
+    assert_condition(
+        &outcome.status.conditions,
+        ConditionType::Ready,
+        false,
+        Reason::MachineLivelinessUnknown,
+    );
 }
 
 #[test]

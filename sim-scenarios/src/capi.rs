@@ -56,6 +56,10 @@ pub struct ClusterPlan {
     pub externally_managed: bool,
     /// Bootstrap Secrets carry `value` (false: a broken bootstrap provider).
     pub bootstrap_value: bool,
+    /// Datacenter machines the user pins (`MetalStackMachine.spec.machineID`): each new
+    /// MetalStackMachine takes the first one no other MetalStackMachine of the cluster pins;
+    /// once all are taken, new ones are not pinned.
+    pub pinned_machines: Vec<String>,
 }
 
 /// CAPI core's controllers for the clusters of one management cluster.
@@ -396,11 +400,24 @@ fn create_machine(
         spec: MetalStackMachineSpec {
             size: plan.size.clone(),
             image: image.to_string(),
+            machine_id: free_pin(store, plan),
             ..MetalStackMachineSpec::default()
         },
         status: None,
     };
     let _ = store.create(metal_machine, now);
+}
+
+/// The first pinned machine that no MetalStackMachine of the cluster pins yet.
+fn free_pin(store: &Store, plan: &ClusterPlan) -> Option<String> {
+    let taken: Vec<&str> = store
+        .metal_machines
+        .values()
+        .filter(|mm| mm.metadata.namespace.as_deref() == Some(plan.namespace.as_str()))
+        .filter(|mm| capi::label(&mm.metadata, capi::CLUSTER_NAME_LABEL) == Some(plan.name.as_str()))
+        .filter_map(|mm| mm.spec.machine_id.as_deref())
+        .collect();
+    plan.pinned_machines.iter().find(|id| !taken.contains(&id.as_str())).cloned()
 }
 
 fn give_bootstrap_data(store: &mut Store, machine: &Machine, with_value: bool, now: Timestamp) {

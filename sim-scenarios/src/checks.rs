@@ -1,12 +1,18 @@
 //! Safety checkers that run outside the system under test, after every step of the world.
 //!
 //! They look only at the simulated datacenter and the object stores, never at the operator's
-//! memory. Conditions that a correct provider can violate for a moment (a dead machine is
-//! still Ready until the next refresh; two replicas race an allocation before one of them
-//! frees the duplicate) are violations only when they last longer than a stated grace.
+//! memory. Conditions that a correct provider can violate for a moment (a machine that is no
+//! longer `Alive` is still Ready until the next refresh; two replicas race an allocation before
+//! one of them frees the duplicate) are violations only when they last longer than a stated
+//! grace.
+//!
+//! Some duplicate allocations no provider can prevent, only find and free: while metal-api's
+//! finds lag behind its writes, or its writes land after their client gave up, an adoption find
+//! cannot see the first allocation. The checker says which duplicates were [`Unpreventable`]
+//! and why; they must still be freed within [`DUPLICATE_GRACE`].
 
 use crate::store::Store;
-use capms_backend_sim::Sim;
+use capms_backend_sim::{CLIENT_TIMEOUT, FaultPlan, LATE_WRITE_SPREAD, Sim};
 use capms_core::api::capi;
 use capms_core::api::conditions::{ConditionType, is_true};
 use capms_core::metal::{Liveliness, Machine};
@@ -19,6 +25,75 @@ use std::time::Duration;
 pub const STALE_READY_GRACE: Duration = Duration::from_secs(150);
 /// How long a duplicate allocation for one object may exist before one is freed.
 pub const DUPLICATE_GRACE: Duration = Duration::from_secs(600);
+/// How long after a lagging metal-api's last effect an allocation may still be caused by it:
+/// a reconcile that read stale finds completes its allocation within this.
+pub const UNPREVENTABLE_SLACK: Duration = Duration::from_secs(60);
+
+/// Why a duplicate allocation could not have been prevented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unpreventable {
+    /// The younger machine was allocated while metal-api's finds lagged behind its writes
+    /// (`stale_metal_reads`): the adoption find could not see the older allocation.
+    StaleMetalReads,
+    /// The younger machine was allocated while writes took effect after their clients gave up
+    /// (`late_writes`): an allocation reported lost landed after capms had allocated again.
+    LateWrites,
+}
+
+impl Unpreventable {
+    fn describe(self) -> &'static str {
+        match self {
+            Unpreventable::StaleMetalReads => "metal-api's finds lagged behind its writes",
+            Unpreventable::LateWrites => "a write landed after its client gave up",
+        }
+    }
+
+    /// The causes in force under `plan`, each with how long after it its effects may last.
+    fn in_force(plan: &FaultPlan) -> Vec<(Unpreventable, Duration)> {
+        let mut causes = Vec::new();
+        if !plan.stale_read_lag.is_zero() {
+            causes.push((Unpreventable::StaleMetalReads, plan.stale_read_lag));
+        }
+        if plan.late_write_rate > 0.0 {
+            causes.push((Unpreventable::LateWrites, CLIENT_TIMEOUT + LATE_WRITE_SPREAD));
+        }
+        causes
+    }
+}
+
+/// Periods in which a cause of unpreventable duplicates was in force, as checks saw them.
+#[derive(Debug, Clone, Default)]
+struct Windows {
+    /// Cause, first check that saw it, end of its effects (last check plus its lag and slack).
+    spans: Vec<(Unpreventable, Timestamp, Timestamp)>,
+    /// Causes in force at the previous check → their span.
+    open: BTreeMap<Unpreventable, usize>,
+}
+
+impl Windows {
+    fn observe(&mut self, plan: &FaultPlan, now: Timestamp) {
+        let causes = Unpreventable::in_force(plan);
+        self.open.retain(|cause, _| causes.iter().any(|(c, _)| c == cause));
+        for (cause, lasts) in causes {
+            let end = now.checked_add(lasts + UNPREVENTABLE_SLACK).unwrap_or(now);
+            match self.open.get(&cause) {
+                Some(&index) => self.spans[index].2 = end,
+                None => {
+                    self.open.insert(cause, self.spans.len());
+                    self.spans.push((cause, now, end));
+                }
+            }
+        }
+    }
+
+    /// The cause in force when an allocation was made at `allocated`, if any.
+    fn explain(&self, allocated: Timestamp) -> Option<Unpreventable> {
+        self.spans
+            .iter()
+            .find(|(_, start, end)| *start <= allocated && allocated <= *end)
+            .map(|(cause, _, _)| *cause)
+    }
+}
 
 /// What the checkers found and remember between steps.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +109,16 @@ pub struct Checker {
     pub violations: Vec<String>,
     pub checks: u64,
     /// Every object (`<resource>/<uid>`) that had two machines allocated at the same moment,
-    /// however briefly (scenario files bound it with `duplicate_allocations`).
+    /// however briefly.
     pub duplicates_seen: BTreeSet<String>,
+    /// Those of them no provider could have prevented, with why: every time they were seen,
+    /// their youngest machine had been allocated while a cause was in force (scenario files
+    /// bound the others with `duplicate_allocations`).
+    pub unpreventable: BTreeMap<String, Unpreventable>,
+    /// Duplicates seen at least once without such a cause.
+    preventable: BTreeSet<String>,
+    /// When causes of unpreventable duplicates were in force.
+    windows: Windows,
 }
 
 /// One management cluster as the checkers see it.
@@ -48,6 +131,7 @@ impl Checker {
     /// Runs every safety check.
     pub fn check(&mut self, sim: &Sim, stores: &[View<'_>], now: Timestamp) {
         self.checks += 1;
+        self.windows.observe(&sim.fault_plan(), now);
         let machines = sim.machines();
         let external = self.external_frees(sim);
         self.no_duplicate_allocations(&machines, now);
@@ -88,25 +172,60 @@ impl Checker {
             .collect()
     }
 
-    /// No object has two machines allocated for it (beyond the race grace).
+    /// No object has two machines allocated for it (beyond the race grace), and each
+    /// duplicate is remembered with why it could not have been prevented, if it could not.
     fn no_duplicate_allocations(&mut self, machines: &[Machine], now: Timestamp) {
-        let mut by_object: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        let mut by_object: BTreeMap<String, Vec<&Machine>> = BTreeMap::new();
         for machine in machines.iter().filter(|m| m.allocation.is_some()) {
             let resource = tags::value(&machine.tags, tags::MACHINE_RESOURCE)
                 .or(tags::value(&machine.tags, tags::FIREWALL_RESOURCE));
             if let (Some(resource), Some(uid)) = (resource, tags::value(&machine.tags, tags::OBJECT_UID)) {
-                by_object.entry(format!("duplicate:{resource}/{uid}")).or_default().push(&machine.id);
+                by_object.entry(format!("duplicate:{resource}/{uid}")).or_default().push(machine);
             }
         }
         let mut current = BTreeSet::new();
-        for (key, ids) in by_object.into_iter().filter(|(_, ids)| ids.len() > 1) {
+        for (key, found) in by_object.into_iter().filter(|(_, found)| found.len() > 1) {
             current.insert(key.clone());
-            self.duplicates_seen.insert(key[10..].to_string());
-            let message =
-                format!("object {} has {} machines allocated: {}", &key[10..], ids.len(), ids.join(", "));
+            let cause = self.duplicate_seen(&key[10..], &found);
+            let ids: Vec<&str> = found.iter().map(|m| m.id.as_str()).collect();
+            let why = cause.map(|c| format!(" (unpreventable: {})", c.describe())).unwrap_or_default();
+            let message = format!(
+                "object {} has {} machines allocated: {}{why}",
+                &key[10..],
+                ids.len(),
+                ids.join(", ")
+            );
             self.lasting(key, now, DUPLICATE_GRACE, || message);
         }
         self.forget_except("duplicate:", &current);
+    }
+
+    /// Remembers a duplicate of `object` and says why it could not have been prevented: the
+    /// cause in force when its youngest machine was allocated. Once seen preventable, it stays
+    /// so.
+    fn duplicate_seen(&mut self, object: &str, found: &[&Machine]) -> Option<Unpreventable> {
+        self.duplicates_seen.insert(object.to_string());
+        let youngest = found.iter().filter_map(|m| m.allocation.as_ref().map(|a| a.created)).max();
+        match youngest.and_then(|allocated| self.windows.explain(allocated)) {
+            Some(cause) if !self.preventable.contains(object) => {
+                Some(*self.unpreventable.entry(object.to_string()).or_insert(cause))
+            }
+            _ => {
+                self.unpreventable.remove(object);
+                self.preventable.insert(object.to_string());
+                None
+            }
+        }
+    }
+
+    /// Duplicates a provider could have prevented.
+    pub fn preventable_duplicates(&self) -> Vec<String> {
+        self.duplicates_seen.iter().filter(|o| !self.unpreventable.contains_key(*o)).cloned().collect()
+    }
+
+    /// Duplicates no provider could have prevented, with why.
+    pub fn unpreventable_duplicates(&self) -> Vec<(String, Unpreventable)> {
+        self.unpreventable.iter().map(|(o, cause)| (o.clone(), *cause)).collect()
     }
 
     /// No two objects point at one machine.
@@ -155,8 +274,8 @@ impl Checker {
         }
     }
 
-    /// Nothing is Ready whose machine is dead, gone or not provisioned (beyond the refresh
-    /// grace).
+    /// Nothing is Ready whose machine is gone, not ours, not `Alive` (metal-api's `Unknown`
+    /// included) or not provisioned (beyond the refresh grace).
     fn no_stale_ready(&mut self, machines: &[Machine], stores: &[View<'_>], now: Timestamp) {
         let by_id: BTreeMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
         let mut current = BTreeSet::new();
@@ -172,16 +291,8 @@ impl Checker {
                 if !ready || mm.metadata.deletion_timestamp.is_some() || paused(view.store, mm) {
                     continue;
                 }
-                let problem = match by_id.get(id.machine_id()) {
-                    None => Some("does not exist"),
-                    Some(m) if m.allocation.is_none() => Some("is not allocated"),
-                    Some(m) if tags::value(&m.tags, tags::MACHINE_RESOURCE) != Some(key_of(mm).as_str()) => {
-                        Some("is allocated to another object")
-                    }
-                    Some(m) if m.liveliness == Liveliness::Dead => Some("is dead"),
-                    Some(m) if !m.is_phoned_home() => Some("has not phoned home"),
-                    Some(_) => None,
-                };
+                let problem =
+                    by_id.get(id.machine_id()).map_or(Some(Problem::Missing), |m| Problem::of(m, mm));
                 if let Some(problem) = problem {
                     let key =
                         format!("stale:{}:{}", mm.metadata.uid.clone().unwrap_or_default(), id.machine_id());
@@ -257,6 +368,44 @@ pub fn leaks(sim: &Sim, namespace: &str, cluster: &str) -> Vec<String> {
             .map(|n| format!("network {}", n.id)),
     );
     leaks
+}
+
+/// Why a Ready object's machine does not back it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    Missing,
+    NotAllocated,
+    AllocatedToAnother,
+    NotAlive(Liveliness),
+    NotPhonedHome,
+}
+
+impl Problem {
+    fn of(machine: &Machine, metal_machine: &capms_core::api::MetalStackMachine) -> Option<Problem> {
+        if machine.allocation.is_none() {
+            Some(Problem::NotAllocated)
+        } else if tags::value(&machine.tags, tags::MACHINE_RESOURCE) != Some(key_of(metal_machine).as_str()) {
+            Some(Problem::AllocatedToAnother)
+        } else if machine.liveliness != Liveliness::Alive {
+            Some(Problem::NotAlive(machine.liveliness))
+        } else if !machine.is_phoned_home() {
+            Some(Problem::NotPhonedHome)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing => f.write_str("does not exist"),
+            Problem::NotAllocated => f.write_str("is not allocated"),
+            Problem::AllocatedToAnother => f.write_str("is allocated to another object"),
+            Problem::NotAlive(liveliness) => write!(f, "is not alive (liveliness {})", liveliness.as_str()),
+            Problem::NotPhonedHome => f.write_str("has not phoned home"),
+        }
+    }
 }
 
 /// `<namespace>.<name>`, the object's key in tags.

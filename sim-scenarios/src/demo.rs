@@ -5,11 +5,12 @@
 //! nothing of it may be left in the datacenter and no safety check may have failed.
 
 use crate::capi::ClusterPlan;
+use crate::checks::STALE_READY_GRACE;
 use crate::operator::OperatorConfig;
 use crate::world::{Until, World};
 use capms_backend_sim::{
-    MINI_LAB_FIREWALL_IMAGE, MINI_LAB_PARTITION, MINI_LAB_PROJECT, MINI_LAB_SIZE, PartitionSpec,
-    ProvisioningTimes, SimBuilder,
+    MACHINE_DEAD_AFTER, MINI_LAB_FIREWALL_IMAGE, MINI_LAB_PARTITION, MINI_LAB_PROJECT, MINI_LAB_SIZE,
+    PartitionSpec, ProvisioningTimes, SimBuilder,
 };
 use capms_core::Operation;
 use capms_core::api::{FirewallEgressRule, FirewallProtocol, MetalStackFirewallTemplateSpec};
@@ -58,6 +59,7 @@ pub fn plan(name: &str, control_plane: usize, workers: usize, firewall: bool) ->
         control_plane_ip: None,
         externally_managed: false,
         bootstrap_value: true,
+        pinned_machines: Vec::new(),
     }
 }
 
@@ -125,10 +127,11 @@ fn run_in(world: &mut World, seed: u64, progress: &mut dyn FnMut(&str)) -> Resul
     world.mark("scale workers to 5");
     world.scale_workers(CLUSTER, 5)?;
     run_watching(world, Until::Ready, Duration::from_secs(1800), &mut say)?;
-    say(world, "a machine dies");
+    say(world, "a machine dies: it goes silent, and metal-api reports it Unknown 5 minutes later");
     world.mark("a machine dies");
     world.kill_machines(CLUSTER, 1)?;
-    world.run_for(Duration::from_secs(60))?;
+    // Until metal-api turns it Unknown and capms has looked again, the cluster still looks Ready.
+    world.run_for(MACHINE_DEAD_AFTER + STALE_READY_GRACE)?;
     run_watching(world, Until::Ready, Duration::from_secs(3600), &mut say)?;
     say(world, "the dead machine was replaced; deleting the cluster");
     world.mark("delete cluster demo");

@@ -173,7 +173,8 @@ pub struct MachineState {
     pub role: Option<Role>,
     /// The allocation's name (the MetalStackMachine's or firewall's), if allocated.
     pub allocation: Option<String>,
-    /// Liveliness `Dead`.
+    /// Liveliness other than `Alive`: a dead machine is silent, and metal-api reports it
+    /// `Unknown` while it is allocated, `Dead` once it is not.
     pub dead: bool,
 }
 
@@ -291,7 +292,7 @@ impl CheckResult {
 
 /// The safety checks the world runs after every step ([`crate::checks::Checker`]).
 pub const SAFETY_CHECKS: &str = "no object with two machines, no machine claimed twice, providerIDs stable, \
-nothing Ready on a dead or gone machine, nothing freed while paused, user networks and IPs kept";
+nothing Ready on a gone machine or one that is not alive, nothing freed while paused, user networks and IPs kept";
 
 /// Collects a [`RunRecord`] while the world runs. Lives in the [`World`] while recording.
 #[derive(Debug, Clone)]
@@ -441,14 +442,15 @@ impl Recorder {
                     MachineRole::Machine => Role::Machine,
                 }),
                 allocation: machine.allocation.as_ref().map(|a| a.name.clone()),
-                dead: machine.liveliness == Liveliness::Dead,
+                dead: machine.liveliness != Liveliness::Alive,
             };
             let was_dead =
                 self.machines.get(&machine.id).and_then(|(_, c)| c.last()).is_some_and(|(_, s)| s.dead);
             if state.dead && !was_dead {
                 let message = format!(
-                    "machine {} died{}",
+                    "machine {} died (liveliness {}){}",
                     machine.id,
+                    machine.liveliness.as_str(),
                     state.allocation.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
                 );
                 self.event(at, EventKind::MachineDied, Some(machine.id.clone()), message);
@@ -621,8 +623,14 @@ fn datacenter_fault_labels(plan: &FaultPlan) -> Vec<(FaultKind, String, String)>
     rate("provisioning failures", plan.provisioning_failure_rate);
     rate("machine deaths", plan.death_rate);
     rate("external frees", plan.external_free_rate);
+    rate("stuck provisioning", plan.stuck_provisioning_rate);
+    rate("late writes", plan.late_write_rate);
+    rate("stolen machines", plan.stolen_machine_rate);
     if let Some(latency) = plan.latency.filter(|l| !l.max.is_zero()) {
         labels.push((kind, "latency".to_string(), format!("{:?} to {:?}", latency.min, latency.max)));
+    }
+    if !plan.stale_read_lag.is_zero() {
+        labels.push((kind, "stale metal-api reads".to_string(), format!("lag {:?}", plan.stale_read_lag)));
     }
     labels
 }
@@ -691,6 +699,20 @@ fn describe_scenario(record: &mut RunRecord, report: &ScenarioReport, world: &Wo
             messages: report.duplicate_allocations.clone(),
         },
     ];
+    if !report.unpreventable_duplicates.is_empty() {
+        record.checks.push(CheckResult {
+            name: format!(
+                "unpreventable duplicate allocations, freed within the grace (seen: {})",
+                report.unpreventable_duplicates.len()
+            ),
+            passed: true,
+            messages: report
+                .unpreventable_duplicates
+                .iter()
+                .map(|(object, cause)| format!("{object}: {cause:?}"))
+                .collect(),
+        });
+    }
     if let Some(failure) = report.failure.as_ref().filter(|f| f.step.is_none()) {
         record.checks.push(CheckResult::new(&failure.text, vec![failure.reason.clone()]));
     }

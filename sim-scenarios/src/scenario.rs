@@ -67,7 +67,7 @@ pub const VERBS: [&str; 15] = [
 ];
 
 /// The faults a `fault:` step may inject.
-pub const FAULTS: [&str; 15] = [
+pub const FAULTS: [&str; 20] = [
     "api_outage",
     "error_rate",
     "lost_responses",
@@ -83,6 +83,11 @@ pub const FAULTS: [&str; 15] = [
     "provisioning_failures",
     "auth_errors",
     "conflicts",
+    "firewall_silent",
+    "stuck_provisioning",
+    "stale_metal_reads",
+    "late_writes",
+    "stolen_machines",
 ];
 
 const TOP_LEVEL: [&str; 6] = ["name", "description", "seed", "datacenter", "steps", "expect"];
@@ -150,6 +155,23 @@ impl DatacenterSpec {
 
     fn partition(&self, id: &str) -> Option<&PartitionPlan> {
         self.partitions.iter().find(|p| p.id == id)
+    }
+
+    /// Partition and size of machine `number` (from 1), numbered as the datacenter seeds
+    /// them: partitions in file order, sizes in alphabetical order within a partition.
+    fn machine(&self, number: usize) -> Option<(&str, &str)> {
+        let mut seeded = self.partitions.iter().flat_map(|partition| {
+            let mut sizes: Vec<&(String, usize)> = partition.sizes.iter().collect();
+            sizes.sort();
+            sizes.into_iter().flat_map(move |(size, count)| {
+                std::iter::repeat_n((partition.id.as_str(), size.as_str()), *count)
+            })
+        });
+        seeded.nth(number.checked_sub(1)?)
+    }
+
+    fn machine_count(&self) -> usize {
+        self.partitions.iter().flat_map(|p| p.sizes.iter()).map(|(_, count)| count).sum()
     }
 
     fn machine_images(&self) -> Vec<&str> {
@@ -250,6 +272,9 @@ pub struct ClusterSpec {
     /// Whether bootstrap Secrets carry the `value` key (false models a broken bootstrap
     /// provider, defect D14).
     pub bootstrap_value: bool,
+    /// Datacenter machine ids the cluster's MetalStackMachines pin (`spec.machineID`), in
+    /// the order new machines take them.
+    pub pinned_machines: Vec<String>,
 }
 
 /// A fault to inject.
@@ -322,6 +347,30 @@ pub enum Fault {
     },
     /// Allocated machines never phone home.
     ProvisioningFailures {
+        rate: f64,
+        duration: Duration,
+    },
+    /// The cluster's firewall machine goes silent for ever (the `machine_death` of it).
+    FirewallSilent {
+        cluster: String,
+    },
+    /// Allocated machines hang in PXE boot or installation, silently (no failure event).
+    StuckProvisioning {
+        rate: f64,
+        duration: Duration,
+    },
+    /// metal-api's finds do not see writes younger than `lag`.
+    StaleMetalReads {
+        lag: Duration,
+        duration: Duration,
+    },
+    /// Writes whose answers are lost take effect only after the client's timeout.
+    LateWrites {
+        rate: f64,
+        duration: Duration,
+    },
+    /// Pinned machines (allocated by id) are allocated by someone else first.
+    StolenMachines {
         rate: f64,
         duration: Duration,
     },
@@ -555,6 +604,8 @@ fn parse_expect(node: &Node) -> Parsed<Expect> {
 #[derive(Debug, Default)]
 struct Names {
     clusters: Vec<String>,
+    /// Clusters created with a firewall.
+    firewalls: Vec<String>,
     networks: Vec<String>,
     ips: Vec<String>,
 }
@@ -577,6 +628,16 @@ impl Names {
         let node = fields.required(key)?;
         let name = node.string(&fields.name(key))?;
         Names::check(&self.clusters, "cluster", node, &name, "creates one with create_cluster")?;
+        Ok(name)
+    }
+
+    /// A cluster that was created with a firewall.
+    fn cluster_with_firewall(&self, fields: &yaml::Fields<'_>, key: &str) -> Parsed<String> {
+        let name = self.cluster(fields, key)?;
+        if !self.firewalls.contains(&name) {
+            let message = format!("cluster {name:?} has no firewall (create it with \"firewall: true\")");
+            return Err(Problem::at(fields.required(key)?, message));
+        }
         Ok(name)
     }
 }
@@ -724,8 +785,9 @@ fn machine_image(fields: &yaml::Fields<'_>, datacenter: &DatacenterSpec) -> Pars
 }
 
 fn parse_create(args: &Node, datacenter: &DatacenterSpec, names: &mut Names) -> Parsed<ClusterSpec> {
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 15] = [
         "externally_managed",
+        "pinned_machines",
         "bootstrap_value",
         "name",
         "namespace",
@@ -828,7 +890,11 @@ fn parse_create(args: &Node, datacenter: &DatacenterSpec, names: &mut Names) -> 
         }
         None => None,
     };
+    let pinned_machines = pinned_machines(&fields, datacenter, &partition_id, &size)?;
     names.clusters.push(name.clone());
+    if firewall.is_some() {
+        names.firewalls.push(name.clone());
+    }
     Ok(ClusterSpec {
         name,
         namespace: namespace.unwrap_or_else(|| "default".to_string()),
@@ -843,7 +909,45 @@ fn parse_create(args: &Node, datacenter: &DatacenterSpec, names: &mut Names) -> 
         control_plane_ip,
         externally_managed: flag(&fields, "externally_managed", false)?,
         bootstrap_value: flag(&fields, "bootstrap_value", true)?,
+        pinned_machines,
     })
+}
+
+/// `pinned_machines`: datacenter machine numbers, each a machine of the cluster's partition
+/// and size; answered as machine ids.
+fn pinned_machines(
+    fields: &yaml::Fields<'_>,
+    datacenter: &DatacenterSpec,
+    partition: &str,
+    size: &str,
+) -> Parsed<Vec<String>> {
+    let Some(node) = fields.get("pinned_machines") else { return Ok(Vec::new()) };
+    let mut ids = Vec::new();
+    for item in node.items(&fields.name("pinned_machines"))? {
+        let number = item.usize("a machine number")?;
+        match datacenter.machine(number) {
+            Some((p, s)) if p == partition && s == size => {}
+            Some((p, s)) => {
+                let message = format!(
+                    "machine {number} is a {s} in partition {p}, not a {size} in partition {partition}"
+                );
+                return Err(Problem::at(item, message));
+            }
+            None => {
+                let message = format!(
+                    "there is no machine {number}: the datacenter has machines 1 to {}",
+                    datacenter.machine_count()
+                );
+                return Err(Problem::at(item, message));
+            }
+        }
+        let id = capms_backend_sim::machine_id(number);
+        if ids.contains(&id) {
+            return Err(Problem::at(item, format!("machine {number} is pinned twice")));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// An optional boolean key of a step.
@@ -970,6 +1074,28 @@ fn parse_fault(args: &Node, datacenter: &DatacenterSpec, names: &Names) -> Parse
         "provisioning_failures" => {
             let (rate, duration, _) = rate_for(&["rate", "for"])?;
             Fault::ProvisioningFailures { rate, duration }
+        }
+        "stuck_provisioning" => {
+            let (rate, duration, _) = rate_for(&["rate", "for"])?;
+            Fault::StuckProvisioning { rate, duration }
+        }
+        "late_writes" => {
+            let (rate, duration, _) = rate_for(&["rate", "for"])?;
+            Fault::LateWrites { rate, duration }
+        }
+        "stolen_machines" => {
+            let (rate, duration, _) = rate_for(&["rate", "for"])?;
+            Fault::StolenMachines { rate, duration }
+        }
+        "stale_metal_reads" => {
+            let fields = node.fields(&what, &["lag", "for"])?;
+            let lag = fields.required("lag")?.duration(&fields.name("lag"))?;
+            let duration = fields.required("for")?.duration(&fields.name("for"))?;
+            Fault::StaleMetalReads { lag, duration }
+        }
+        "firewall_silent" => {
+            let fields = node.fields(&what, &["cluster"])?;
+            Fault::FirewallSilent { cluster: names.cluster_with_firewall(&fields, "cluster")? }
         }
         "latency" => {
             let fields = node.fields(&what, &["max", "for"])?;
@@ -1119,6 +1245,72 @@ expect: { leaked: none, duplicate_allocations: 0 }
         );
         assert_eq!(e.line, 4);
         assert!(e.message.contains("unknown cluster \"prdo\" (did you mean \"prod\"?)"), "{e}");
+    }
+
+    #[test]
+    fn the_new_metal_api_faults_parse() {
+        let text = "name: x
+steps:
+  - create_cluster: { name: a, firewall: true, pinned_machines: [2, 3] }
+  - fault: { firewall_silent: { cluster: a } }
+  - fault: { stuck_provisioning: { rate: 0.5, for: 10m } }
+  - fault: { stale_metal_reads: { lag: 30s, for: 1h } }
+  - fault: { late_writes: { rate: 20%, for: 5m } }
+  - fault: { stolen_machines: { rate: 1, for: 5m } }
+";
+        let scenario = Scenario::parse("x.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+        let Action::CreateCluster(spec) = &scenario.steps[0].action else { panic!("not a create") };
+        let ids = vec!["00000000-0000-0000-0000-000000000002", "00000000-0000-0000-0000-000000000003"];
+        assert_eq!(spec.pinned_machines, ids);
+        let faults: Vec<&Action> = scenario.steps[1..].iter().map(|step| &step.action).collect();
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(
+            faults,
+            vec![
+                &Action::Fault(Fault::FirewallSilent { cluster: "a".to_string() }),
+                &Action::Fault(Fault::StuckProvisioning { rate: 0.5, duration: minutes(10) }),
+                &Action::Fault(Fault::StaleMetalReads {
+                    lag: Duration::from_secs(30),
+                    duration: minutes(60)
+                }),
+                &Action::Fault(Fault::LateWrites { rate: 0.2, duration: minutes(5) }),
+                &Action::Fault(Fault::StolenMachines { rate: 1.0, duration: minutes(5) }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_silent_firewall_needs_a_cluster_with_a_firewall() {
+        let e = error(
+            "name: x\nsteps:\n  - create_cluster: { name: a }\n  - fault: { firewall_silent: { cluster: a } }\n",
+        );
+        assert_eq!((e.line, e.column), (4, 42), "{e}");
+        assert!(e.message.contains("cluster \"a\" has no firewall"), "{e}");
+    }
+
+    #[test]
+    fn stale_metal_reads_need_a_lag_with_a_unit() {
+        let e = error("name: x\nsteps:\n  - fault: { stale_metal_reads: { for: 5m } }\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("lag"), "{e}");
+        let e = error("name: x\nsteps:\n  - fault: { stale_metal_reads: { lag: 30, for: 5m } }\n");
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn pinned_machines_must_exist_in_the_cluster_partition_and_size() {
+        let e = error("name: x\nsteps:\n  - create_cluster: { name: a, pinned_machines: [9] }\n");
+        assert_eq!((e.line, e.column), (3, 50), "{e}");
+        assert!(e.message.contains("there is no machine 9: the datacenter has machines 1 to 8"), "{e}");
+        let text = "name: x
+datacenter: { partitions: [{ id: p, sizes: { b-size: 1, a-size: 2 } }] }
+steps:
+  - create_cluster: { name: a, size: b-size, pinned_machines: [1] }
+";
+        let e = error(text);
+        assert!(e.message.contains("machine 1 is a a-size in partition p"), "{e}");
+        let e = error("name: x\nsteps:\n  - create_cluster: { name: a, pinned_machines: [2, 2] }\n");
+        assert!(e.message.contains("machine 2 is pinned twice"), "{e}");
     }
 
     #[test]

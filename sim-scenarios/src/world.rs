@@ -697,6 +697,10 @@ fn combine_fault_plans(a: &FaultPlan, b: &FaultPlan) -> FaultPlan {
         death_rate: a.death_rate.max(b.death_rate),
         external_free_rate: a.external_free_rate.max(b.external_free_rate),
         death_window: a.death_window.max(b.death_window),
+        stuck_provisioning_rate: a.stuck_provisioning_rate.max(b.stuck_provisioning_rate),
+        stale_read_lag: a.stale_read_lag.max(b.stale_read_lag),
+        late_write_rate: a.late_write_rate.max(b.late_write_rate),
+        stolen_machine_rate: a.stolen_machine_rate.max(b.stolen_machine_rate),
     }
 }
 

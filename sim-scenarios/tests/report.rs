@@ -31,6 +31,7 @@ steps:
   - fault: { operator_crash: { count: 1, within: 2m } }
   - run_until: { ready: pic, within: 30m }
   - fault: { machine_death: { cluster: pic, count: 1 } }
+  - run_for: 6m
   - fault: { capacity: { available: 1, for: 2m } }
   - run_until: { ready: pic, within: 30m }
   - fault: { external_free: { cluster: pic, count: 1 } }

@@ -56,6 +56,11 @@ macro_rules! scenarios {
 scenarios!(
     a_reconcile_in_flight_when_two_replicas_raced_frees_nothing_once_the_cluster_is_paused,
     a_reconcile_in_flight_under_metal_api_faults_frees_nothing_once_the_cluster_is_paused,
+    a_silent_firewall_is_replaced,
+    machines_that_hang_while_provisioning_are_replaced,
+    a_duplicate_caused_by_stale_metal_api_reads_is_found_and_freed,
+    writes_that_land_after_the_client_gave_up_never_leave_a_second_machine,
+    a_pinned_machine_someone_else_took_is_waited_for_and_never_replaced,
     an_externally_managed_cluster_is_left_alone,
     machines_without_bootstrap_data_are_never_installed,
     a_cluster_whose_machines_are_gone_still_deletes,

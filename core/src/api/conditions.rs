@@ -54,13 +54,15 @@ pub enum ConditionType {
     MachineAllocated,
     /// Machine: the machine installed its image and phoned home.
     MachineProvisioned,
-    /// Machine: metal-api reports the machine alive.
+    /// Machine: metal-api reports the machine alive (status `Unknown` while metal-api reports
+    /// its liveliness unknown).
     MachineHealthy,
     /// Firewall: a metal-stack firewall is allocated to this object.
     FirewallAllocated,
     /// Firewall: the firewall installed its image and phoned home.
     FirewallProvisioned,
-    /// Firewall: metal-api reports the firewall alive.
+    /// Firewall: metal-api reports the firewall alive (status `Unknown` while metal-api
+    /// reports its liveliness unknown; its transition time is when capms first saw that).
     FirewallHealthy,
 }
 
@@ -157,7 +159,8 @@ pub enum Reason {
     PhonedHome,
     /// metal-api reports the machine alive.
     Alive,
-    /// metal-api reports the machine's liveliness as dead.
+    /// metal-api reports the machine's liveliness as dead; on a firewall's Ready also: its
+    /// liveliness has been unknown for `FIREWALL_REPLACE_AFTER`, and capms gave it up.
     MachineDead,
     /// metal-api reports the machine's liveliness as unknown.
     MachineLivelinessUnknown,

@@ -11,6 +11,33 @@
 //! event `Phoned Home` and liveliness `Alive` (never `allocation.succeeded`, which metal-api
 //! does not set).
 //!
+//! # Silent firewalls
+//! metal-api never reports an allocated machine `Dead`: one that sent no event for 5 minutes
+//! (powered off, hung, cut off) is `Unknown` for as long as it is allocated. A firewall is no
+//! CAPI Machine, so no MachineHealthCheck covers it; the MetalStackCluster replaces a broken
+//! one by deleting it ([`FIREWALL_REPLACE_AFTER`] after its Ready turned False because it is
+//! dead, crash-loops or was freed by someone else). Expected flow for a silent firewall:
+//! 1. liveliness `Unknown`: `FirewallHealthy` becomes status `Unknown`
+//!    (`MachineLivelinessUnknown`), Ready False with the same reason; the reconcile comes back
+//!    by the time the firewall would be given up;
+//! 2. still `Unknown` [`FIREWALL_REPLACE_AFTER`] after `FirewallHealthy` became `Unknown`: the
+//!    firewall is given up as dead, Ready False/`MachineDead` with a Warning event, and the
+//!    MetalStackCluster deletes it (freeing it) and creates a new one, as for any dead
+//!    firewall;
+//! 3. a firewall that speaks again before that (`Alive`) is kept.
+//!
+//! Guarantees: the time a firewall has been silent is measured from when capms first saw it
+//! `Unknown`, kept in `FirewallHealthy`'s `lastTransitionTime` (conditions keep their
+//! transition time while their status stays), so it survives restarts without any memory
+//! beyond the status; `FirewallHealthy` keeps reporting the truth (`Unknown`), only Ready says
+//! that capms gave the firewall up.
+//!
+//! Assumptions: status is rebuildable: if it is lost, the firewall is counted silent from the
+//! next reconcile that sees it `Unknown`, which delays its replacement and never hastens it.
+//! metal-api's liveliness has no timestamp, so the count starts up to one refresh after
+//! metal-api's `Unknown` did (itself 5 minutes after the last event). Replacing frees the old
+//! firewall first (the cluster's egress has a gap until the new one phoned home).
+//!
 //! # Deletion
 //! Frees the firewall behind the providerID and any other carrying the object's ownership
 //! tags, each only if it is still ours; then removes the finalizer. Nothing is freed while
@@ -23,10 +50,11 @@ use crate::error::{BackendError, ErrorKind};
 use crate::metal::{FirewallAllocateRequest, Machine, MachineAllocateRequest, MachineRole, NetworkRequest};
 use crate::reconcile::allocation::Owner;
 use crate::reconcile::cache::RefreshPolicy;
+use crate::reconcile::cluster::FIREWALL_REPLACE_AFTER;
 use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::{ClusterFacts, MetalClusterFacts};
-use crate::reconcile::lifecycle::FIREWALL;
+use crate::reconcile::lifecycle::{FIREWALL, already};
 use crate::reconcile::machine::{addresses, lifecycle_phase, phase};
 use crate::reconcile::status::Conditions;
 use crate::reconcile::{Control, FinalizerAction, Requeue};
@@ -153,11 +181,7 @@ impl Run<'_, '_> {
         };
         if let Err(rule_error) = self.input.firewall.spec.metal_rules().validate() {
             let message = rule_error.to_string();
-            if !crate::reconcile::lifecycle::already(
-                &self.conditions,
-                ConditionType::FirewallAllocated,
-                Reason::InvalidConfiguration,
-            ) {
+            if !already(&self.conditions, ConditionType::FirewallAllocated, Reason::InvalidConfiguration) {
                 self.outcome.events.push(Event::warning(EventReason::InvalidConfiguration, message.clone()));
             }
             self.wait(Reason::InvalidConfiguration, &message, None);
@@ -331,6 +355,7 @@ impl Run<'_, '_> {
     }
 
     fn evaluate(&mut self, firewall: &Machine) {
+        let given_up = already(&self.conditions, ConditionType::Ready, Reason::MachineDead);
         let ready = FIREWALL.report(&mut self.conditions, &mut self.outcome.events, firewall);
         if ready {
             self.outcome.status.initialization = Some(Initialization::provisioned());
@@ -338,6 +363,31 @@ impl Run<'_, '_> {
         self.outcome.status.addresses = addresses(firewall);
         self.phase = lifecycle_phase(firewall, ready);
         self.outcome.requeue = Some(RefreshPolicy::default().next_look(firewall));
+        self.give_up_if_silent(firewall, given_up);
+    }
+
+    /// A firewall `Unknown` for [`FIREWALL_REPLACE_AFTER`] is given up as dead (Ready
+    /// False/`MachineDead`, with an event unless it was `given_up` before), which the
+    /// MetalStackCluster replaces; until then the reconcile comes back when that time is up
+    /// (see "Silent firewalls").
+    fn give_up_if_silent(&mut self, firewall: &Machine, given_up: bool) {
+        let Some(unknown_for) = FIREWALL.unknown_for(&self.conditions) else {
+            return;
+        };
+        if let Some(left) = FIREWALL_REPLACE_AFTER.checked_sub(unknown_for).filter(|left| !left.is_zero()) {
+            self.outcome.requeue = Some(self.outcome.requeue.map_or(left, |requeue| requeue.min(left)));
+            return;
+        }
+        let message = format!(
+            "firewall {} has been silent (liveliness Unknown) for {}s, at least {}s: given up as dead",
+            firewall.id,
+            unknown_for.as_secs(),
+            FIREWALL_REPLACE_AFTER.as_secs()
+        );
+        if !given_up {
+            self.outcome.events.push(Event::warning(EventReason::MachineDead, message.clone()));
+        }
+        self.conditions.set(ConditionType::Ready, false, Reason::MachineDead, &message);
     }
 
     async fn delete(&mut self, backend: &dyn MetalBackend) {

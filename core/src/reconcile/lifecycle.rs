@@ -1,7 +1,14 @@
 //! Reporting a metal-stack machine's life in conditions and events. Shared by the machine and
 //! the firewall reconciler, which differ only in their condition types.
+//!
+//! Health follows metal-api's liveliness: `Alive` (healthy unless crash-looping or failing
+//! its reclaim), `Dead`, or `Unknown`, which metal-api reports for an allocated machine that
+//! sent no event for 5 minutes (a dead machine stays `Unknown` while it is allocated). The
+//! health condition's status is `Unknown` while the liveliness is, so its
+//! `lastTransitionTime` says since when capms has seen the machine silent: status alone
+//! carries it, and a lost status restarts the count instead of inventing one.
 
-use crate::api::conditions::{ConditionType, Reason, get_condition};
+use crate::api::conditions::{ConditionStatus, ConditionType, Reason, get_condition};
 use crate::metal::{Liveliness, Machine};
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::status::Conditions;
@@ -55,19 +62,20 @@ impl Lifecycle {
         events: &mut Vec<Event>,
         machine: &Machine,
     ) -> bool {
-        let (healthy, reason) = match machine.liveliness {
+        let (status, reason) = match machine.liveliness {
             Liveliness::Alive if !machine.crash_loop && !machine.failed_machine_reclaim => {
-                (true, Reason::Alive)
+                (ConditionStatus::True, Reason::Alive)
             }
-            Liveliness::Alive => (false, Reason::ProvisioningFailed),
-            Liveliness::Dead => (false, Reason::MachineDead),
-            Liveliness::Unknown => (false, Reason::MachineLivelinessUnknown),
+            Liveliness::Alive => (ConditionStatus::False, Reason::ProvisioningFailed),
+            Liveliness::Dead => (ConditionStatus::False, Reason::MachineDead),
+            Liveliness::Unknown => (ConditionStatus::Unknown, Reason::MachineLivelinessUnknown),
         };
+        let healthy = status == ConditionStatus::True;
         let message = format!("liveliness {}", machine.liveliness.as_str());
         if reason == Reason::MachineDead && !already(conditions, self.healthy, reason) {
             events.push(Event::warning(EventReason::MachineDead, format!("machine {} died", machine.id)));
         }
-        conditions.set(self.healthy, healthy, reason, &message);
+        conditions.set_status(self.healthy, status, reason, &message);
         if !healthy {
             conditions.set(
                 ConditionType::Ready,
@@ -105,6 +113,12 @@ impl Lifecycle {
             conditions.set(ConditionType::Ready, false, reason, &message);
         }
         provisioned
+    }
+
+    /// How long capms has seen the machine's liveliness `Unknown` (the health condition's
+    /// time in status `Unknown`), if it is now.
+    pub(crate) fn unknown_for(&self, conditions: &Conditions<'_>) -> Option<std::time::Duration> {
+        conditions.held_for(self.healthy, ConditionStatus::Unknown)
     }
 
     /// Reports that the machine behind the providerID is gone, freed or re-allocated. It is

@@ -26,8 +26,28 @@ pub(crate) struct Conditions<'a> {
 
 impl Conditions<'_> {
     pub(crate) fn set(&mut self, type_: ConditionType, status: bool, reason: Reason, message: &str) {
-        let status = ConditionStatus::from_bool(status);
+        self.set_status(type_, ConditionStatus::from_bool(status), reason, message);
+    }
+
+    /// [`Conditions::set`] with any status, `Unknown` included.
+    pub(crate) fn set_status(
+        &mut self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: &str,
+    ) {
         set_condition(self.list, type_, status, reason, message, self.generation, self.now);
+    }
+
+    /// How long the condition has had `status` (its last transition), if it has it now.
+    pub(crate) fn held_for(&self, type_: ConditionType, status: ConditionStatus) -> Option<Duration> {
+        let condition = get_condition(self.list, type_.as_str())?;
+        if condition.status != status.as_str() {
+            return None;
+        }
+        let age = self.now.duration_since(condition.last_transition_time.0);
+        Some(age.try_into().unwrap_or(Duration::ZERO))
     }
 
     /// How long the condition has had its current status and reason (zero if it just changed

@@ -428,6 +428,16 @@ pub fn assert_condition(conditions: &[Condition], type_: ConditionType, status: 
     );
 }
 
+/// Asserts a condition's status `Unknown` and its reason.
+pub fn assert_condition_unknown(conditions: &[Condition], type_: ConditionType, reason: Reason) {
+    let found = condition(conditions, type_);
+    assert_eq!(
+        (found.status.as_str(), found.reason.as_str()),
+        ("Unknown", reason.as_str()),
+        "{type_} condition: {found:#?}"
+    );
+}
+
 pub fn has_event(events: &[Event], reason: EventReason) -> bool {
     events.iter().any(|event| event.reason == reason)
 }

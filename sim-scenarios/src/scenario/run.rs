@@ -4,6 +4,7 @@
 
 use super::{Action, Assertion, ClusterSpec, DEFAULT_SEED, Fault, Scenario, Step, format_duration};
 use crate::capi::ClusterPlan;
+use crate::checks::Unpreventable;
 use crate::demo::firewall_spec;
 use crate::operator::OperatorConfig;
 use crate::store::Store;
@@ -48,8 +49,12 @@ pub struct ScenarioReport {
     pub violations: Vec<String>,
     /// What is left in the datacenter of clusters the scenario deleted.
     pub leaks: Vec<String>,
-    /// Objects that had two machines allocated at the same moment.
+    /// Objects that had two machines allocated at the same moment, which capms could have
+    /// prevented (what `duplicate_allocations` bounds).
     pub duplicate_allocations: Vec<String>,
+    /// Objects that had two machines allocated at the same moment that no provider could have
+    /// prevented, with why (they still had to be freed within the duplicate grace).
+    pub unpreventable_duplicates: Vec<(String, Unpreventable)>,
     pub metal_api_calls: u64,
     pub reconciles: u64,
     /// The datacenter's event log when the run failed (empty otherwise).
@@ -212,7 +217,7 @@ fn play(scenario: &Scenario, mut run: ScenarioRun) -> (ScenarioReport, ScenarioR
     }
     let leaks = run.leaks();
     let world = &run.world;
-    let duplicates: Vec<String> = world.checker.duplicates_seen.iter().cloned().collect();
+    let duplicates = world.checker.preventable_duplicates();
     if failure.is_none() {
         failure = check_expectations(scenario, &leaks, &duplicates);
     }
@@ -229,6 +234,7 @@ fn play(scenario: &Scenario, mut run: ScenarioRun) -> (ScenarioReport, ScenarioR
         violations: world.checker.violations.clone(),
         leaks,
         duplicate_allocations: duplicates,
+        unpreventable_duplicates: world.checker.unpreventable_duplicates(),
         metal_api_calls: world.sim.calls().values().sum(),
         reconciles: world.operator_stats().reconciles,
         event_log,
@@ -356,6 +362,7 @@ fn cluster_plan(spec: &ClusterSpec, state: &RunState) -> Result<ClusterPlan, Str
         control_plane_ip: lookup(&state.ips, &spec.control_plane_ip, "IP")?,
         externally_managed: spec.externally_managed,
         bootstrap_value: spec.bootstrap_value,
+        pinned_machines: spec.pinned_machines.clone(),
     })
 }
 
@@ -402,6 +409,19 @@ fn inject(world: &mut World, fault: &Fault) -> Result<(), String> {
             FaultPlan { provisioning_failure_rate: *rate, ..FaultPlan::none() },
             *duration,
         ),
+        Fault::StuckProvisioning { rate, duration } => world.add_timed_fault_plan(
+            FaultPlan { stuck_provisioning_rate: *rate, ..FaultPlan::none() },
+            *duration,
+        ),
+        Fault::StaleMetalReads { lag, duration } => {
+            world.add_timed_fault_plan(FaultPlan { stale_read_lag: *lag, ..FaultPlan::none() }, *duration)
+        }
+        Fault::LateWrites { rate, duration } => {
+            world.add_timed_fault_plan(FaultPlan { late_write_rate: *rate, ..FaultPlan::none() }, *duration)
+        }
+        Fault::StolenMachines { rate, duration } => world
+            .add_timed_fault_plan(FaultPlan { stolen_machine_rate: *rate, ..FaultPlan::none() }, *duration),
+        Fault::FirewallSilent { cluster } => silence_firewall(world, cluster)?,
         Fault::MachineDeath { cluster, count } => {
             let killed = world.kill_machines(cluster, *count)?;
             if killed < *count {
@@ -435,6 +455,27 @@ fn inject(world: &mut World, fault: &Fault) -> Result<(), String> {
             world.add_timed_capacity(partition, size, *available, *duration)
         }
     }
+    Ok(())
+}
+
+/// `firewall_silent`: the machine behind the cluster's MetalStackFirewall goes silent for
+/// ever, as `machine_death` does to a machine.
+fn silence_firewall(world: &mut World, cluster: &str) -> Result<(), String> {
+    let (namespace, store) =
+        world.store_of(cluster).ok_or_else(|| format!("there is no cluster {cluster:?}"))?;
+    let name = store
+        .get::<MetalStackCluster>(&namespace, cluster)
+        .and_then(|mc| mc.status.as_ref())
+        .and_then(|status| status.firewall_name.clone())
+        .ok_or_else(|| format!("cluster {cluster} has no MetalStackFirewall yet"))?;
+    let machine_id = store
+        .get::<MetalStackFirewall>(&namespace, &name)
+        .and_then(|firewall| firewall.spec.provider_id.as_deref())
+        .and_then(|provider_id| ProviderId::parse(provider_id).ok())
+        .map(|provider_id| provider_id.machine_id().to_string())
+        .ok_or_else(|| format!("MetalStackFirewall {name} of {cluster} has no providerID yet"))?;
+    world.sim.kill_machine(&machine_id);
+    world.note(&format!("firewall {machine_id} of {cluster} goes silent"));
     Ok(())
 }
 
@@ -554,7 +595,7 @@ fn firewall_ready(
     };
     let machine = world.sim.machines().into_iter().find(|m| m.id == machine_id.machine_id());
     match machine {
-        Some(m) if m.allocation.is_some() && m.is_phoned_home() && m.liveliness != Liveliness::Dead => {
+        Some(m) if m.allocation.is_some() && m.is_phoned_home() && m.liveliness == Liveliness::Alive => {
             Vec::new()
         }
         Some(m) => vec![format!(
