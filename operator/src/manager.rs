@@ -318,7 +318,8 @@ where
     }
     let context = Arc::new(context);
     tracing::info!(namespace = ?settings.scope.namespace, watch_filter = ?settings.scope.watch_filter, "controllers running");
-    controller::run(context, settings.scope, SyncFuture::new(stop)).await;
+    // Nine watch and controller streams joined: boxed, not on the caller's stack.
+    Box::pin(controller::run(context, settings.scope, SyncFuture::new(stop))).await;
     tracing::info!("controllers stopped");
     if let Some(task) = lease_task {
         // The controllers are gone, and with them the leadership receiver: the task releases
