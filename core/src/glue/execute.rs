@@ -66,8 +66,7 @@ pub async fn execute<K: Reconciled>(
     let read = object.meta().resource_version.clone().unwrap_or_default();
     let version = if plan.patch.is_empty() { read } else { writer.patch(object, &plan.patch).await? };
     let child = firewall_child(writer, object, &plan.child, firewall_seen).await;
-    if let Err(WriteError::FirewallNameTaken { .. }) = &child {
-        let error = child.clone().err().unwrap_or(WriteError::Conflict);
+    if let Err(error @ WriteError::FirewallNameTaken { .. }) = &child {
         let event = Event::warning(EventReason::FirewallNameTaken, error.to_string());
         writer.publish(object, &event).await;
     }
