@@ -13,6 +13,8 @@ use capms_backend_sim::{MINI_LAB_PARTITION, MINI_LAB_SIZE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How many runs a shrink may spend.
 pub const SHRINK_RUNS_MAX: usize = 80;
@@ -225,27 +227,55 @@ pub fn explore(
     config: OperatorConfig,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Found>, String> {
-    let threads = threads.max(1) as u64;
+    explore_seeds(first..first.saturating_add(runs), threads, config, &|seed, _| progress(seed))
+}
+
+/// Explores every seed of `seeds` on `threads` threads and returns the failures in seed order.
+/// Threads take the next unexplored seed as they become free; seeds are independent, so the
+/// result does not depend on the number of threads or on which thread ran which seed.
+/// `progress` is called once per seed as it finishes (in no particular order), with its
+/// failure if it failed. The first error (a generated scenario that does not parse, a
+/// panicking thread) stops the other threads at their next seed.
+pub fn explore_seeds(
+    seeds: Range<u64>,
+    threads: usize,
+    config: OperatorConfig,
+    progress: &(dyn Fn(u64, Option<&Found>) + Sync),
+) -> Result<Vec<Found>, String> {
+    let next = AtomicU64::new(seeds.start);
+    let stop = AtomicBool::new(false);
+    let lane = || -> Result<Vec<Found>, String> {
+        let mut found = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            // Once past the end the counter stays there (no wrap-around at u64::MAX).
+            let Ok(seed) = next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seed| {
+                (seed < seeds.end).then_some(seed + 1)
+            }) else {
+                break;
+            };
+            match explore_seed(seed, config) {
+                Ok(failure) => {
+                    progress(seed, failure.as_ref());
+                    found.extend(failure);
+                }
+                Err(error) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(format!("seed {seed}: {error}"));
+                }
+            }
+        }
+        Ok(found)
+    };
     let results: Vec<Result<Vec<Found>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|lane| {
-                scope.spawn(move || {
-                    let mut found = Vec::new();
-                    let mut seed = first + lane;
-                    while seed < first + runs {
-                        if let Some(failure) = explore_seed(seed, config)? {
-                            found.push(failure);
-                        }
-                        progress(seed);
-                        seed += threads;
-                    }
-                    Ok(found)
-                })
-            })
-            .collect();
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| scope.spawn(lane)).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("an explorer thread panicked".to_string())))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    stop.store(true, Ordering::Relaxed);
+                    Err("an explorer thread panicked".to_string())
+                })
+            })
             .collect()
     });
     let mut found = Vec::new();
@@ -254,4 +284,178 @@ pub fn explore(
     }
     found.sort_by_key(|f| f.seed);
     Ok(found)
+}
+
+/// One of `count` parts of a sweep, numbered from 1 (`capms-sim explore --shard 2/4`).
+///
+/// Shard `index` of `count` runs the contiguous sub-range of the sweep's seeds that
+/// [`Shard::seeds`] names: the sweep is cut into `count` consecutive pieces whose lengths differ
+/// by at most one, in order. The pieces cover the sweep exactly, without overlap, so every seed
+/// is run by exactly one shard; and a shard's piece is itself a plain `--seed A --runs B` range,
+/// so a shard's result can be rerun (or split again) without `--shard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1..=count.
+    index: u64,
+    count: u64,
+}
+
+impl Shard {
+    /// The whole sweep in one part (no `--shard`).
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    /// Part `index` (from 1) of `count`; an error unless 1 <= index <= count.
+    pub fn new(index: u64, count: u64) -> Result<Shard, String> {
+        if count == 0 {
+            return Err("the number of shards N in I/N must be at least 1".to_string());
+        }
+        if index == 0 || index > count {
+            return Err(format!(
+                "shard {index}/{count}: I must be between 1 and {count} (shards count from 1)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    pub fn index(self) -> u64 {
+        self.index
+    }
+
+    pub fn count(self) -> u64 {
+        self.count
+    }
+
+    /// The seeds of this shard of the sweep `first..first + runs`: pieces `index - 1` and
+    /// `index` of the cut points `first + k * runs / count` (rounded down), k = 0..=count. An
+    /// error when the sweep does not fit in u64 seeds.
+    pub fn seeds(self, first: u64, runs: u64) -> Result<Range<u64>, String> {
+        let end = first
+            .checked_add(runs)
+            .ok_or_else(|| format!("--seed {first} --runs {runs} goes past the last seed, {}", u64::MAX))?;
+        let cut = |k: u64| {
+            let offset = u128::from(k) * u128::from(runs) / u128::from(self.count);
+            // offset <= runs, so the sum is at most `end`.
+            first + u64::try_from(offset).unwrap_or(runs)
+        };
+        let seeds = cut(self.index - 1)..cut(self.index);
+        debug_assert!(seeds.end <= end);
+        Ok(seeds)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `I/N`, e.g. `2/4`.
+    fn from_str(text: &str) -> Result<Shard, String> {
+        let malformed = || format!("{text:?} is not a shard I/N with whole numbers 1 <= I <= N, like 2/4");
+        let (index, count) = text.split_once('/').ok_or_else(malformed)?;
+        let index = index.trim().parse::<u64>().map_err(|_| malformed())?;
+        let count = count.trim().parse::<u64>().map_err(|_| malformed())?;
+        Shard::new(index, count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    /// The shards of a sweep cover it exactly, in order, without overlap, with sizes that
+    /// differ by at most one.
+    #[test]
+    fn shards_partition_the_sweep() {
+        let firsts = [0, 1, 200, 7_777_777, u64::MAX - 10_000];
+        let runs = [0, 1, 2, 3, 5, 7, 10, 99, 100, 101, 1000, 5000, 10_000];
+        for first in firsts {
+            for runs in runs {
+                for count in 1..=12 {
+                    let mut covered = first;
+                    let mut sizes = Vec::new();
+                    for index in 1..=count {
+                        let shard = Shard::new(index, count).expect("valid shard");
+                        let seeds = shard.seeds(first, runs).expect("fits");
+                        assert_eq!(
+                            seeds.start, covered,
+                            "shard {shard} of {first}+{runs} leaves a gap or overlaps"
+                        );
+                        assert!(seeds.start <= seeds.end);
+                        covered = seeds.end;
+                        sizes.push(seeds.end - seeds.start);
+                    }
+                    assert_eq!(
+                        covered,
+                        first + runs,
+                        "{count} shards of {first}+{runs} do not reach the end"
+                    );
+                    let (min, max) = (sizes.iter().min().unwrap_or(&0), sizes.iter().max().unwrap_or(&0));
+                    assert!(max - min <= 1, "{count} shards of {runs}: sizes {sizes:?}");
+                }
+            }
+        }
+    }
+
+    /// The same, seed by seed: every seed of the sweep is in exactly one shard.
+    #[test]
+    fn every_seed_is_in_exactly_one_shard() {
+        let (first, runs) = (1_000_003, 257);
+        for count in [1, 2, 3, 4, 16, 256, 257, 258, 1000] {
+            let shards: Vec<_> = (1..=count)
+                .map(|index| Shard::new(index, count).and_then(|s| s.seeds(first, runs)).expect("valid"))
+                .collect();
+            for seed in first..first + runs {
+                let owners = shards.iter().filter(|seeds| seeds.contains(&seed)).count();
+                assert_eq!(owners, 1, "seed {seed} is in {owners} of {count} shards");
+            }
+            let total: u64 = shards.iter().map(|seeds| seeds.end - seeds.start).sum();
+            assert_eq!(total, runs);
+        }
+    }
+
+    #[test]
+    fn the_whole_sweep_is_one_shard() {
+        assert_eq!(Shard::WHOLE.seeds(1000, 2000), Ok(1000..3000));
+        assert_eq!("1/1".parse::<Shard>(), Ok(Shard::WHOLE));
+        assert_eq!("2/4".parse::<Shard>().map(|s| s.seeds(0, 10)), Ok(Ok(2..5)));
+        assert_eq!("4/4".parse::<Shard>().map(|s| s.seeds(0, 10)), Ok(Ok(7..10)));
+        assert_eq!(Shard::new(3, 3).map(|s| s.to_string()), Ok("3/3".to_string()));
+    }
+
+    #[test]
+    fn bad_shards_are_errors() {
+        for text in [
+            "0/3",
+            "4/3",
+            "x/y",
+            "1/0",
+            "0/0",
+            "3",
+            "",
+            "/",
+            "1/",
+            "/3",
+            "-1/3",
+            "1/3/5",
+            "1.5/3",
+            "2/18446744073709551616",
+        ] {
+            let parsed = text.parse::<Shard>();
+            assert!(parsed.is_err(), "{text:?} parsed as {parsed:?}");
+        }
+        assert!(Shard::new(4, 3).is_err_and(|e| e.contains("between 1 and 3")));
+        assert!(Shard::new(1, 0).is_err_and(|e| e.contains("at least 1")));
+    }
+
+    #[test]
+    fn a_sweep_past_the_last_seed_is_an_error() {
+        assert!(Shard::WHOLE.seeds(u64::MAX, 1).is_err());
+        assert!(Shard::WHOLE.seeds(u64::MAX - 1, 2).is_err());
+        assert_eq!(Shard::WHOLE.seeds(u64::MAX - 1, 1), Ok(u64::MAX - 1..u64::MAX));
+        assert_eq!(Shard::new(2, 2).and_then(|s| s.seeds(u64::MAX - 4, 4)), Ok(u64::MAX - 2..u64::MAX));
+    }
 }

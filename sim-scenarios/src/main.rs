@@ -1,14 +1,16 @@
 //! `capms-sim`: the capms world simulator on the command line.
 
 use capms_backend_sim::http::ServerClock;
-use capms_sim_scenarios::demo;
 use capms_sim_scenarios::scenario::{Scenario, run_scenario};
 use capms_sim_scenarios::serve::ServeOptions;
+use capms_sim_scenarios::{demo, explore};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod progress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,16 +62,23 @@ enum Command {
     /// Swarm exploration: each seed generates its own scenario (cluster, fault mix, disturbances,
     /// healing, deletion) and must converge without leaks, duplicates or safety violations.
     /// Failures print the seed, the fault mix, the shrunk scenario and how to reproduce it.
+    /// Progress on stderr (a bar on a terminal, otherwise a line per tenth of the sweep and at
+    /// least once a minute), the summary on stdout.
     Explore {
-        /// How many seeds to run.
+        /// How many seeds the whole sweep has (all shards together).
         #[arg(long, default_value_t = 100)]
         runs: u64,
-        /// The first seed.
+        /// The first seed of the sweep.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Worker threads (results do not depend on it).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Run only part I of N of the sweep (I from 1): the I-th of N consecutive pieces of
+        /// [SEED, SEED+RUNS), sizes differing by at most one. Shards 1/N to N/N together run
+        /// every seed exactly once, so a sweep splits across processes or machines.
+        #[arg(long, value_name = "I/N", default_value = "1/1")]
+        shard: explore::Shard,
+        /// Worker threads (results do not depend on it); default: one per CPU.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Write each shrunk failing scenario to DIR/explore-seed-<seed>.yaml.
         #[arg(long, value_name = "DIR")]
         save: Option<PathBuf>,
@@ -187,8 +196,11 @@ fn main() -> ExitCode {
         Command::Run { file, seed, log, report, record: None } => {
             run_file(&file, seed, log, report.as_deref())
         }
-        Command::Explore { runs, seed, threads, save, canary } => {
-            run_explore(seed, runs, threads, save, canary)
+        Command::Explore { runs, seed, shard, threads, save, canary } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+                .max(1);
+            run_explore(seed, runs, shard, threads, save, canary)
         }
         Command::Serve(args) => run_serve(args.listen, args.options()),
         Command::Replay { trace, to_scenario, shrink, variant } => capms_sim_scenarios::replay::cli(
@@ -370,35 +382,49 @@ fn write_report(
     }
 }
 
-// Exploration reports its wall time and progress; the simulation itself never reads the clock.
-#[allow(clippy::disallowed_methods, clippy::print_stdout, reason = "a command-line report of finished runs")]
-fn run_explore(first: u64, runs: u64, threads: usize, save: Option<PathBuf>, canary: bool) -> ExitCode {
+// Exploration reports its wall time; the simulation itself never reads the clock.
+#[allow(clippy::print_stdout, reason = "a command-line report of finished runs")]
+fn run_explore(
+    first: u64,
+    runs: u64,
+    shard: explore::Shard,
+    threads: usize,
+    save: Option<PathBuf>,
+    canary: bool,
+) -> ExitCode {
     use capms_core::reconcile::machine::Variant;
-    use capms_sim_scenarios::explore;
     use capms_sim_scenarios::operator::OperatorConfig;
-    use std::sync::atomic::{AtomicU64, Ordering};
     let variant = if canary { Variant::CanaryWithoutAdoption } else { Variant::Correct };
     let config = OperatorConfig { variant, ..OperatorConfig::default() };
-    let started = std::time::Instant::now();
-    let done = AtomicU64::new(0);
-    let progress = |_seed: u64| {
-        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if finished.is_multiple_of(100) || finished == runs {
-            println!("explored {finished}/{runs} seeds ({:.0}s)", started.elapsed().as_secs_f64());
+    let seeds = match shard.seeds(first, runs) {
+        Ok(seeds) => seeds,
+        Err(error) => {
+            eprintln!("explore: {error}");
+            return ExitCode::from(2);
         }
     };
-    let found = match explore::explore(first, runs, threads, config, &progress) {
+    let count = seeds.end - seeds.start;
+    let progress = progress::Progress::start(count);
+    let found = explore::explore_seeds(seeds.clone(), threads, config, &|seed, failure| {
+        progress.seed_done(seed, failure);
+    });
+    progress.finish();
+    let found = match found {
         Ok(found) => found,
         Err(error) => {
             eprintln!("explore: {error}");
             return ExitCode::from(2);
         }
     };
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = progress.elapsed().as_secs_f64();
+    // One line to paste into docs/benchmarks.md: which seeds, how many failed, how fast.
     println!(
-        "{runs} seeds from {first} in {elapsed:.1}s ({:.1} lifecycles per second), {} failed",
-        runs as f64 / elapsed.max(1e-9),
-        found.len()
+        "explore shard {shard} (seeds {} of {}): {count} runs, {} failed, {elapsed:.1} s wall, {:.1} runs/s, {threads} thread{}",
+        seed_range(seeds),
+        seed_range(first..first + runs),
+        found.len(),
+        count as f64 / elapsed.max(1e-9),
+        if threads == 1 { "" } else { "s" },
     );
     for failure in &found {
         println!();
@@ -427,4 +453,9 @@ fn run_explore(first: u64, runs: u64, threads: usize, save: Option<PathBuf>, can
         }
     }
     if found.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// `1000..=2999` (inclusive, as the seeds a reader would list), or `none`.
+fn seed_range(seeds: std::ops::Range<u64>) -> String {
+    if seeds.is_empty() { "none".to_string() } else { format!("{}..={}", seeds.start, seeds.end - 1) }
 }
