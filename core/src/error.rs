@@ -26,17 +26,21 @@ pub enum ErrorKind {
     Permanent,
     /// The credentials are wrong, lack a permission, or the clock is skewed.
     Auth,
+    /// Not sent: the Cluster or the object is paused, as the apiserver said right before the
+    /// write (the block-move handshake, [`crate::glue::gate`]). Never an answer of metal-api.
+    Paused,
 }
 
 impl ErrorKind {
     /// Every kind, in a fixed order (for metrics and tests).
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Transient,
         ErrorKind::Conflict,
         ErrorKind::NotFound,
         ErrorKind::Capacity,
         ErrorKind::Permanent,
         ErrorKind::Auth,
+        ErrorKind::Paused,
     ];
 
     /// The kind as a short lowercase word, for metrics labels and condition reasons.
@@ -48,12 +52,13 @@ impl ErrorKind {
             ErrorKind::Capacity => "capacity",
             ErrorKind::Permanent => "permanent",
             ErrorKind::Auth => "auth",
+            ErrorKind::Paused => "paused",
         }
     }
 
     /// Whether repeating the same request later may succeed without anyone changing anything.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Transient | ErrorKind::Conflict | ErrorKind::Capacity)
+        matches!(self, ErrorKind::Transient | ErrorKind::Conflict | ErrorKind::Capacity | ErrorKind::Paused)
     }
 }
 

@@ -10,14 +10,15 @@
 //!   reconcile on a stale copy gets 409 instead of overwriting a newer status.
 //! - Answers map onto core's [`WriteError`]; its class decides the retry.
 
-use capms_core::api::MetalStackFirewall;
-use capms_core::glue::{self, Reconciled, WriteError};
+use capms_core::api::capi::Cluster;
+use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
+use capms_core::glue::{self, Kind, ObjectKey, Reconciled, Target, WriteError};
 use capms_core::reconcile::{Event, EventType};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::fmt::Debug;
@@ -82,12 +83,62 @@ where
     if patch.is_empty() {
         return Ok(meta.resource_version.clone().unwrap_or_default());
     }
+    let written = patched(api, meta, patch).await?;
+    Ok(written.resource_version.unwrap_or_default())
+}
+
+/// [`patch`], answering the metadata as written.
+async fn patched<K>(
+    api: &Api<K>,
+    meta: &ObjectMeta,
+    patch: &glue::ObjectPatch,
+) -> Result<ObjectMeta, WriteError>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
     let operations: json_patch::Patch = serde_json::from_value(patch.json_patch(meta))
         .map_err(|error| WriteError::Invalid(format!("cannot encode the patch: {error}")))?;
     let name = meta.name.clone().unwrap_or_default();
     match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(operations)).await {
-        Ok(written) => Ok(written.meta().resource_version.clone().unwrap_or_default()),
+        Ok(written) => Ok(written.meta().clone()),
         Err(error) => Err(write_error(error)),
+    }
+}
+
+/// The block-move handshake's live writes and reads ([`glue::gate`]), straight to the
+/// apiserver (never through the informer caches).
+#[derive(Clone)]
+#[allow(missing_debug_implementations, reason = "a kube client only")]
+pub struct LiveApiserver {
+    pub client: Client,
+}
+
+#[async_trait::async_trait]
+impl glue::Apiserver for LiveApiserver {
+    async fn patch(
+        &self,
+        target: &Target,
+        read: &ObjectMeta,
+        patch: &glue::ObjectPatch,
+    ) -> Result<ObjectMeta, WriteError> {
+        let (client, namespace) = (self.client.clone(), target.key.namespace.as_str());
+        match target.kind {
+            Kind::Machine => {
+                patched(&Api::<MetalStackMachine>::namespaced(client, namespace), read, patch).await
+            }
+            Kind::Cluster => {
+                patched(&Api::<MetalStackCluster>::namespaced(client, namespace), read, patch).await
+            }
+            Kind::Firewall => {
+                patched(&Api::<MetalStackFirewall>::namespaced(client, namespace), read, patch).await
+            }
+        }
+    }
+
+    async fn cluster_paused(&self, cluster: &ObjectKey) -> Result<bool, WriteError> {
+        let api = Api::<Cluster>::namespaced(self.client.clone(), &cluster.namespace);
+        let live = api.get_opt(&cluster.name).await.map_err(write_error)?;
+        Ok(live.is_some_and(|cluster| cluster.spec_paused()))
     }
 }
 

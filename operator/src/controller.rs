@@ -16,7 +16,7 @@
 //! All watches are limited to `--namespace` if given, and all but the Secrets' to
 //! `--watch-filter` if given.
 
-use crate::apply::{KubeWriter, publish_event};
+use crate::apply::{KubeWriter, LiveApiserver, publish_event};
 use crate::backend::Backends;
 use crate::clock::Clock;
 use crate::credentials::{self, SecretMeta};
@@ -24,11 +24,11 @@ use crate::error::OperatorError;
 use crate::metrics::Metrics;
 use capms_core::api::capi::{self, Cluster, Machine};
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
-use capms_core::glue::{self, Changed, Kind, Objects, Reconciled, Target, WriteError};
+use capms_core::glue::{self, Changed, Gate, Kind, Objects, Reconciled, Settled, Target, WriteError};
 use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
-    ClusterInput, Event, EventReason, FirewallInput, MachineCache, MachineInput, MetalClusterFacts,
-    RefreshPolicy, Requeue,
+    ClusterFacts, ClusterInput, Event, EventReason, FirewallInput, MachineCache, MachineInput,
+    MetalClusterFacts, RefreshPolicy, Requeue,
 };
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -144,6 +144,10 @@ pub struct Context {
     pub clock: Clock,
     /// `--record-trace`: where reconciles are recorded (docs/traces.md).
     pub trace: Option<Arc<dyn capms_core::trace::TraceSink>>,
+    /// The block-move handshake's live access to the apiserver.
+    apiserver: Arc<dyn glue::Apiserver>,
+    /// This replica's name in block-move holds: the pod name (`POD_NAME`), else the host name.
+    replica: String,
 }
 
 impl Debug for Context {
@@ -154,9 +158,13 @@ impl Debug for Context {
 
 impl Context {
     pub fn new(client: Client, backends: Backends, metrics: Arc<Metrics>, clock: Clock) -> Self {
+        let replica = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "capms-manager".to_string());
         let reporter =
             Reporter { controller: "capms-manager".to_string(), instance: std::env::var("POD_NAME").ok() };
         let (caches, writers) = Caches::new();
+        let client_for_gate = client.clone();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -168,7 +176,20 @@ impl Context {
             backoff: glue::Backoff::default(),
             clock,
             trace: None,
+            apiserver: Arc::new(LiveApiserver { client: client_for_gate }),
+            replica,
         }
+    }
+
+    /// The block-move gate of a pass at `now` over `meta` (of kind `kind`) in `cluster`.
+    fn gate(
+        &self,
+        kind: Kind,
+        meta: &ObjectMeta,
+        cluster: Option<&ClusterFacts>,
+        now: capms_core::Timestamp,
+    ) -> Gate {
+        Gate::new(self.apiserver.clone(), kind, meta, cluster, &self.replica, now)
     }
 
     /// The glue's writer for objects of kind `K` in the namespace of `meta`.
@@ -289,12 +310,13 @@ async fn execute<K>(
     object: &K,
     plan: &glue::Plan<K>,
     firewall_seen: Option<&MetalStackFirewall>,
+    settled: &Settled,
 ) -> Result<Action, OperatorError>
 where
     K: Reconciled + Resource<Scope = NamespaceResourceScope> + Debug,
 {
     let mut writer = context.writer::<K>(object.meta());
-    glue::execute(&mut writer, object, plan, firewall_seen).await?;
+    glue::execute(&mut writer, object, plan, firewall_seen, settled).await?;
     Ok(action(plan.requeue))
 }
 
@@ -322,19 +344,21 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
     let bootstrap = glue::gather::bootstrap(facts.bootstrap_secret.as_deref(), secret.as_ref());
     let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
     let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+    let now = context.clock.now();
     let input = MachineInput {
         metal_machine: object,
         capi_machine: facts.capi_machine.as_ref(),
         cluster: facts.cluster.as_ref(),
         metal_cluster: metal_cluster.as_ref(),
         bootstrap: &bootstrap,
-        now: context.clock.now(),
+        now,
         jitter: jitter(),
     };
-    let trace = context.trace.as_deref();
+    let gate = context.gate(Kind::Machine, object.meta(), facts.cluster.as_ref(), now);
+    let (cache, trace) = (&context.cache, context.trace.as_deref());
     let outcome =
-        glue::reconcile::machine(&input, backend.as_ref(), &context.cache, Variant::Correct, trace).await;
-    execute(context, object, &glue::plan::machine(object, &outcome), None).await
+        glue::reconcile::machine(&input, backend.as_ref(), &gate, cache, Variant::Correct, trace).await;
+    execute(context, object, &glue::plan::machine(object, &outcome), None, &gate.settle()).await
 }
 
 fn machine_controller(
@@ -374,16 +398,19 @@ async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<A
     if let Some(secret) = &credentials {
         protect_credentials(context, object, secret).await;
     }
+    let now = context.clock.now();
     let input = ClusterInput {
         metal_cluster: object,
         cluster: inputs.cluster.as_ref(),
         machines_remaining: inputs.machines_remaining,
         firewall: inputs.firewall.as_deref(),
-        now: context.clock.now(),
+        now,
         jitter: jitter(),
     };
-    let outcome = glue::reconcile::cluster(&input, backend.as_ref(), context.trace.as_deref()).await;
-    execute(context, object, &glue::plan::cluster(object, &outcome), inputs.firewall.as_deref()).await
+    let gate = context.gate(Kind::Cluster, object.meta(), inputs.cluster.as_ref(), now);
+    let outcome = glue::reconcile::cluster(&input, backend.as_ref(), &gate, context.trace.as_deref()).await;
+    let plan = glue::plan::cluster(object, &outcome);
+    execute(context, object, &plan, inputs.firewall.as_deref(), &gate.settle()).await
 }
 
 /// Protects the cluster's credentials Secret ([`credentials::protect`]). Best effort: the
@@ -438,15 +465,17 @@ async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result
     let facts = glue::gather::firewall(&context.caches, object);
     let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
     let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+    let now = context.clock.now();
     let input = FirewallInput {
         firewall: object,
         cluster: facts.cluster.as_ref(),
         metal_cluster: metal_cluster.as_ref(),
-        now: context.clock.now(),
+        now,
         jitter: jitter(),
     };
-    let outcome = glue::reconcile::firewall(&input, backend.as_ref(), context.trace.as_deref()).await;
-    execute(context, object, &glue::plan::firewall(object, &outcome), None).await
+    let gate = context.gate(Kind::Firewall, object.meta(), facts.cluster.as_ref(), now);
+    let outcome = glue::reconcile::firewall(&input, backend.as_ref(), &gate, context.trace.as_deref()).await;
+    execute(context, object, &glue::plan::firewall(object, &outcome), None, &gate.settle()).await
 }
 
 fn firewall_controller(
@@ -538,10 +567,26 @@ struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: reflector::store::Writer<K>,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Feed<K> {
-    fn take(&mut self) -> ReflectHandle<K> {
+impl<K> Feed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + Send + Sync + 'static,
+{
+    /// A new subscription that passes on only changes (the glue's [`glue::triggers::fingerprint`]):
+    /// the block-move handshake's own writes and relists of unchanged objects trigger nothing.
+    fn take(&mut self) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
         // Shared stores (`store_shared`) always take subscribers.
-        self.writer.subscribe().expect("a shared reflector store")
+        let handle: ReflectHandle<K> = self.writer.subscribe().expect("a shared reflector store");
+        let mut seen: std::collections::HashMap<ObjectRef<K>, u64> = std::collections::HashMap::new();
+        handle.filter(move |object| {
+            if seen.len() >= glue::retry::OBJECTS_MAX {
+                // Deleted objects are never removed (shared streams carry no deletions): forget
+                // everything; each object then triggers once more.
+                seen.clear();
+            }
+            let fingerprint = glue::triggers::fingerprint(object.as_ref());
+            let changed = seen.insert(ObjectRef::from_obj(object.as_ref()), fingerprint) != Some(fingerprint);
+            futures::future::ready(changed)
+        })
     }
 }
 

@@ -306,7 +306,10 @@ impl Checker {
         self.forget_except("stale:", &current);
     }
 
-    /// While a cluster is paused, none of its machines is freed by capms.
+    /// While a cluster is paused, none of its machines is freed by capms — from the first check
+    /// that sees the pause with no object of the cluster holding block-move: until then, passes
+    /// that opened their gate before the pause may still finish their writes (the block-move
+    /// handshake, `capms_core::glue::gate`; clusterctl waits for exactly that).
     fn nothing_freed_while_paused(
         &mut self,
         machines: &[Machine],
@@ -319,6 +322,11 @@ impl Checker {
                 let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
                 let name = cluster.metadata.name.clone().unwrap_or_default();
                 let tag = tags::tag(tags::CLUSTER_ID, &format!("{namespace}.{name}"));
+                let settled = self.paused_allocations.contains_key(&tag)
+                    || !holds_block_move(view.store, &namespace, &name);
+                if !settled {
+                    continue;
+                }
                 let allocated: BTreeSet<String> = machines
                     .iter()
                     .filter(|m| m.allocation.is_some() && m.tags.contains(&tag))
@@ -412,6 +420,18 @@ impl std::fmt::Display for Problem {
 fn key_of(metal_machine: &capms_core::api::MetalStackMachine) -> String {
     let meta = &metal_machine.metadata;
     format!("{}.{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// Whether an object of the cluster `namespace/name` holds block-move.
+pub(crate) fn holds_block_move(store: &Store, namespace: &str, name: &str) -> bool {
+    let of_cluster = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.namespace.as_deref() == Some(namespace)
+            && capi::label(meta, capi::CLUSTER_NAME_LABEL) == Some(name)
+            && capi::has_annotation(meta, capi::BLOCK_MOVE_ANNOTATION)
+    };
+    store.metal_machines.values().any(|o| of_cluster(&o.metadata))
+        || store.metal_clusters.values().any(|o| of_cluster(&o.metadata))
+        || store.firewalls.values().any(|o| of_cluster(&o.metadata))
 }
 
 /// Whether the cluster of a MetalStackMachine is paused, or the object itself.

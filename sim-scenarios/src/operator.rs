@@ -5,16 +5,19 @@
 //! (in-flight reconciles are dropped, the queue and caches are lost, everything is listed
 //! again).
 //!
-//! What capms-manager itself does around a reconcile — gathering inputs, planning and executing
-//! writes, mapping watch events to reconciles, backing off failures — is not modelled here: it
-//! is core's glue ([`capms_core::glue`]), the code capms-manager runs. This module only gives it
-//! a store to read ([`Store`] implements [`glue::Objects`]) and to write ([`StoreWriter`]).
+//! What capms-manager itself does around a reconcile — gathering inputs, the block-move
+//! handshake, planning and executing writes, mapping watch events to reconciles, backing off
+//! failures — is not modelled here: it is core's glue ([`capms_core::glue`]), the code
+//! capms-manager runs. This module only gives it a store to read ([`Store`] implements
+//! [`glue::Objects`]), to write ([`StoreWriter`]) and to reach live in the middle of a pass
+//! ([`LiveStore`], the gate's apiserver: its requests are served between two slices of the
+//! pass, so that other writers interleave with the handshake).
 
 use crate::store::{Key, Store, StoreError, Stored, key_of};
 use async_trait::async_trait;
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use capms_core::backend::BackendResult;
-use capms_core::glue::{self, Changed, Kind, ObjectKey, Reconciled, Target, WriteError};
+use capms_core::glue::{self, Changed, Gate, Kind, ObjectKey, Reconciled, Settled, Target, WriteError};
 use capms_core::metal::{
     FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine as MetalMachine,
     MachineAllocateRequest, MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project,
@@ -22,26 +25,28 @@ use capms_core::metal::{
 };
 use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
-    ClusterInput, ClusterOutcome, Event, FirewallInput, FirewallOutcome, MachineCache, MachineInput,
-    MachineOutcome, MetalClusterFacts, RefreshPolicy,
+    ClusterFacts, ClusterInput, ClusterOutcome, Event, FirewallInput, FirewallOutcome, MachineCache,
+    MachineInput, MachineOutcome, MetalClusterFacts, RefreshPolicy,
 };
 use capms_core::trace::TraceSink;
 use capms_core::{MetalBackend, Timestamp};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 /// The outcome of one finished reconcile, with the object as the reconcile read it (its writes
-/// are conditional on that version) and, for a cluster, its firewall child as it saw it.
+/// are conditional on that version, or the one its gate wrote) and, for a cluster, its firewall
+/// child as it saw it.
 #[derive(Debug)]
 pub enum Outcome {
-    Cluster(Arc<MetalStackCluster>, Option<Arc<MetalStackFirewall>>, Box<ClusterOutcome>),
-    Machine(Arc<MetalStackMachine>, Box<MachineOutcome>),
-    Firewall(Arc<MetalStackFirewall>, Box<FirewallOutcome>),
+    Cluster(Arc<MetalStackCluster>, Option<Arc<MetalStackFirewall>>, Box<ClusterOutcome>, Settled),
+    Machine(Arc<MetalStackMachine>, Box<MachineOutcome>, Settled),
+    Firewall(Arc<MetalStackFirewall>, Box<FirewallOutcome>, Settled),
 }
 
 type Reconcile = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -49,6 +54,125 @@ type Reconcile = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 struct InFlight {
     target: Target,
     future: Reconcile,
+    /// The pass's live requests to the store (its gate's).
+    live: Arc<LiveStore>,
+}
+
+/// A live request of a pass's gate to the store.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "a mailbox holds at most one request: size is irrelevant")]
+enum Request {
+    Patch { target: Target, read: ObjectMeta, patch: glue::ObjectPatch },
+    ClusterPaused(ObjectKey),
+}
+
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "a mailbox holds at most one answer: size is irrelevant")]
+enum Answer {
+    Patch(Result<ObjectMeta, WriteError>),
+    ClusterPaused(Result<bool, WriteError>),
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    request: Option<Request>,
+    answer: Option<Answer>,
+}
+
+/// The gate's [`glue::Apiserver`] in the simulator: a request waits in the mailbox until the
+/// world serves it against the store ([`Operator::poll`]), between two slices of the pass.
+#[derive(Debug, Default)]
+pub struct LiveStore {
+    mailbox: Mutex<Mailbox>,
+}
+
+impl LiveStore {
+    fn mailbox(&self) -> std::sync::MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn ask(&self, request: Request) -> Answer {
+        self.mailbox().request = Some(request);
+        std::future::poll_fn(|_| match self.mailbox().answer.take() {
+            Some(answer) => Poll::Ready(answer),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Serves the waiting request, if any.
+    fn serve(&self, store: &mut Store) {
+        let Some(request) = self.mailbox().request.take() else { return };
+        let answer = match request {
+            Request::Patch { target, read, patch } => {
+                let key = &target.key;
+                let version = read.resource_version.as_deref();
+                Answer::Patch(match target.kind {
+                    Kind::Machine => patch_stored::<MetalStackMachine>(store, key, version, &patch),
+                    Kind::Cluster => patch_stored::<MetalStackCluster>(store, key, version, &patch),
+                    Kind::Firewall => patch_stored::<MetalStackFirewall>(store, key, version, &patch),
+                })
+            }
+            Request::ClusterPaused(key) => {
+                let cluster = store.clusters.get(&key.namespace, &key.name);
+                Answer::ClusterPaused(Ok(cluster.is_some_and(|cluster| cluster.spec_paused())))
+            }
+        };
+        self.mailbox().answer = Some(answer);
+    }
+}
+
+/// A mismatched answer: the mailbox holds one request at a time, so it never happens.
+fn mismatched<T>() -> Result<T, WriteError> {
+    Err(WriteError::Unavailable("the simulated apiserver answered another request".to_string()))
+}
+
+#[async_trait]
+impl glue::Apiserver for LiveStore {
+    async fn patch(
+        &self,
+        target: &Target,
+        read: &ObjectMeta,
+        patch: &glue::ObjectPatch,
+    ) -> Result<ObjectMeta, WriteError> {
+        let request = Request::Patch { target: target.clone(), read: read.clone(), patch: patch.clone() };
+        match self.ask(request).await {
+            Answer::Patch(result) => result,
+            Answer::ClusterPaused(_) => mismatched(),
+        }
+    }
+
+    async fn cluster_paused(&self, cluster: &ObjectKey) -> Result<bool, WriteError> {
+        match self.ask(Request::ClusterPaused(cluster.clone())).await {
+            Answer::ClusterPaused(result) => result,
+            Answer::Patch(_) => mismatched(),
+        }
+    }
+}
+
+/// Writes `patch` to the stored `K` at `key` if it is still at `version`; answers its
+/// metadata as written.
+fn patch_stored<K: Reconciled + Stored>(
+    store: &mut Store,
+    key: &ObjectKey,
+    version: Option<&str>,
+    patch: &glue::ObjectPatch,
+) -> Result<ObjectMeta, WriteError> {
+    let current = store.get::<K>(&key.namespace, &key.name).ok_or(WriteError::Gone)?;
+    if current.meta().resource_version.as_deref() != version {
+        return Err(WriteError::Conflict);
+    }
+    let mut updated = current.clone();
+    patch.apply_to(&mut updated).map_err(|error| WriteError::Invalid(error.to_string()))?;
+    let written = store.update(updated, patch.changes_spec()).map_err(write_error)?;
+    Ok(written.meta().clone())
+}
+
+/// What a pass starts from: its time, its jitter, its live line to the store.
+struct Pass {
+    now: Timestamp,
+    jitter: u64,
+    live: Arc<LiveStore>,
 }
 
 /// A reconcile that finished its metal-api calls.
@@ -90,6 +214,8 @@ pub struct OperatorStats {
 /// One capms-manager replica.
 pub struct Operator {
     config: OperatorConfig,
+    /// The replica's name in block-move holds.
+    replica: String,
     backend: Arc<dyn MetalBackend>,
     cache: Arc<MachineCache>,
     queue: BTreeMap<(Timestamp, u64), Target>,
@@ -100,8 +226,9 @@ pub struct Operator {
     pub view: Store,
     /// The store revision the view was taken at (`None`: never synced).
     synced: Option<u64>,
-    /// The resourceVersion of every object the watches have delivered.
-    seen: BTreeMap<(crate::store::Kind, Key), Option<String>>,
+    /// The resourceVersion and [`glue::triggers::fingerprint`] of every object the watches
+    /// have delivered.
+    seen: BTreeMap<(crate::store::Kind, Key), (Option<String>, u64)>,
     /// Failures in a row per object (the glue's retry policy).
     backoff: glue::Backoff<Target>,
     pub stats: OperatorStats,
@@ -122,9 +249,11 @@ impl std::fmt::Debug for Operator {
 }
 
 impl Operator {
-    pub fn new(config: OperatorConfig, backend: Arc<dyn MetalBackend>) -> Self {
+    /// Replica `replica` (its name in block-move holds).
+    pub fn new(config: OperatorConfig, backend: Arc<dyn MetalBackend>, replica: &str) -> Self {
         Operator {
             config,
+            replica: replica.to_string(),
             backend: Arc::new(Yielding { inner: backend }),
             cache: Arc::new(MachineCache::new(config.refresh)),
             queue: BTreeMap::new(),
@@ -166,7 +295,8 @@ impl Operator {
     }
 
     /// Refreshes the informer view from the store and enqueues what the watches of changed
-    /// objects trigger (core's [`glue::triggers`]). Nothing to do if the store did not change.
+    /// objects trigger (core's [`glue::triggers`]; a new version whose fingerprint is the old
+    /// one's triggers nothing). Nothing to do if the store did not change.
     pub fn sync(&mut self, store: &Store, now: Timestamp) {
         if self.synced == Some(store.revision) {
             return;
@@ -183,10 +313,17 @@ impl Operator {
                          changed: Changed<'_>| {
             let key = (kind, key_of(meta));
             let version = meta.resource_version.clone();
-            if self.seen.get(&key) != Some(&version) {
-                triggered.extend(glue::triggered_all(store, changed));
-            }
-            seen.insert(key, version);
+            let fingerprint = match self.seen.get(&key) {
+                Some((seen_version, fingerprint)) if *seen_version == version => *fingerprint,
+                before => {
+                    let fingerprint = changed.fingerprint();
+                    if before.is_none_or(|(_, seen)| *seen != fingerprint) {
+                        triggered.extend(glue::triggered_all(store, changed));
+                    }
+                    fingerprint
+                }
+            };
+            seen.insert(key, (version, fingerprint));
         };
         use crate::store::Kind as StoredKind;
         for cluster in store.clusters.values() {
@@ -261,32 +398,40 @@ impl Operator {
 
     fn start(&mut self, target: &Target, now: Timestamp, jitter: u64) -> Option<InFlight> {
         let key = &target.key;
+        let live = Arc::new(LiveStore::default());
+        let pass = Pass { now, jitter, live: live.clone() };
         let future = match target.kind {
             Kind::Machine => {
                 let object = self.view.metal_machines.shared(&key.namespace, &key.name)?.clone();
-                self.machine_pass(object, now, jitter)
+                self.machine_pass(object, pass)
             }
             Kind::Cluster => {
                 let object = self.view.metal_clusters.shared(&key.namespace, &key.name)?.clone();
-                self.cluster_pass(object, now, jitter)
+                self.cluster_pass(object, pass)
             }
             Kind::Firewall => {
                 let object = self.view.firewalls.shared(&key.namespace, &key.name)?.clone();
-                self.firewall_pass(object, now, jitter)
+                self.firewall_pass(object, pass)
             }
         };
         self.stats.reconciles += 1;
-        Some(InFlight { target: target.clone(), future })
+        Some(InFlight { target: target.clone(), future, live })
+    }
+
+    /// The block-move gate of `pass` over `meta` in `cluster`.
+    fn gate(&self, pass: &Pass, kind: Kind, meta: &ObjectMeta, cluster: Option<&ClusterFacts>) -> Gate {
+        Gate::new(pass.live.clone(), kind, meta, cluster, &self.replica, pass.now)
     }
 
     /// Gathers a machine's inputs through the glue and starts its reconcile.
-    fn machine_pass(&self, object: Arc<MetalStackMachine>, now: Timestamp, jitter: u64) -> Reconcile {
+    fn machine_pass(&self, object: Arc<MetalStackMachine>, pass: Pass) -> Reconcile {
         let facts = glue::gather::machine(&self.view, &object);
         let namespace = object.metadata.namespace.clone().unwrap_or_default();
         let secret =
             facts.bootstrap_secret.as_deref().and_then(|name| self.view.get::<Secret>(&namespace, name));
         let bootstrap = glue::gather::bootstrap(facts.bootstrap_secret.as_deref(), secret);
         let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+        let gate = self.gate(&pass, Kind::Machine, &object.metadata, facts.cluster.as_ref());
         let (backend, cache, trace, variant) =
             (self.backend.clone(), self.cache.clone(), self.trace.clone(), self.config.variant);
         Box::pin(async move {
@@ -296,18 +441,20 @@ impl Operator {
                 cluster: facts.cluster.as_ref(),
                 metal_cluster: metal_cluster.as_ref(),
                 bootstrap: &bootstrap,
-                now,
-                jitter,
+                now: pass.now,
+                jitter: pass.jitter,
             };
+            let trace = trace.as_deref();
             let outcome =
-                glue::reconcile::machine(&input, backend.as_ref(), &cache, variant, trace.as_deref()).await;
-            Outcome::Machine(object.clone(), Box::new(outcome))
+                glue::reconcile::machine(&input, backend.as_ref(), &gate, &cache, variant, trace).await;
+            Outcome::Machine(object.clone(), Box::new(outcome), gate.settle())
         })
     }
 
     /// Gathers a cluster's inputs through the glue and starts its reconcile.
-    fn cluster_pass(&self, object: Arc<MetalStackCluster>, now: Timestamp, jitter: u64) -> Reconcile {
+    fn cluster_pass(&self, object: Arc<MetalStackCluster>, pass: Pass) -> Reconcile {
         let inputs = glue::gather::cluster(&self.view, &object);
+        let gate = self.gate(&pass, Kind::Cluster, &object.metadata, inputs.cluster.as_ref());
         let (backend, trace) = (self.backend.clone(), self.trace.clone());
         Box::pin(async move {
             let input = ClusterInput {
@@ -315,42 +462,47 @@ impl Operator {
                 cluster: inputs.cluster.as_ref(),
                 machines_remaining: inputs.machines_remaining,
                 firewall: inputs.firewall.as_deref(),
-                now,
-                jitter,
+                now: pass.now,
+                jitter: pass.jitter,
             };
-            let outcome = glue::reconcile::cluster(&input, backend.as_ref(), trace.as_deref()).await;
-            Outcome::Cluster(object.clone(), inputs.firewall.clone(), Box::new(outcome))
+            let outcome = glue::reconcile::cluster(&input, backend.as_ref(), &gate, trace.as_deref()).await;
+            Outcome::Cluster(object.clone(), inputs.firewall.clone(), Box::new(outcome), gate.settle())
         })
     }
 
     /// Gathers a firewall's inputs through the glue and starts its reconcile.
-    fn firewall_pass(&self, object: Arc<MetalStackFirewall>, now: Timestamp, jitter: u64) -> Reconcile {
+    fn firewall_pass(&self, object: Arc<MetalStackFirewall>, pass: Pass) -> Reconcile {
         let facts = glue::gather::firewall(&self.view, &object);
         let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
+        let gate = self.gate(&pass, Kind::Firewall, &object.metadata, facts.cluster.as_ref());
         let (backend, trace) = (self.backend.clone(), self.trace.clone());
         Box::pin(async move {
             let input = FirewallInput {
                 firewall: &object,
                 cluster: facts.cluster.as_ref(),
                 metal_cluster: metal_cluster.as_ref(),
-                now,
-                jitter,
+                now: pass.now,
+                jitter: pass.jitter,
             };
-            let outcome = glue::reconcile::firewall(&input, backend.as_ref(), trace.as_deref()).await;
-            Outcome::Firewall(object.clone(), Box::new(outcome))
+            let outcome = glue::reconcile::firewall(&input, backend.as_ref(), &gate, trace.as_deref()).await;
+            Outcome::Firewall(object.clone(), Box::new(outcome), gate.settle())
         })
     }
 
     /// Advances one in-flight reconcile (the one at `index`, modulo the count) to its next
-    /// metal-api call or to its end. Returns the finished reconcile.
-    pub fn poll(&mut self, index: usize) -> Option<Finished> {
+    /// metal-api call, live request to `store` (served at once) or to its end. Returns the
+    /// finished reconcile.
+    pub fn poll(&mut self, index: usize, store: &mut Store) -> Option<Finished> {
         if self.in_flight.is_empty() {
             return None;
         }
         let index = index % self.in_flight.len();
         let mut context = Context::from_waker(futures::task::noop_waker_ref());
         match self.in_flight[index].future.as_mut().poll(&mut context) {
-            Poll::Pending => None,
+            Poll::Pending => {
+                self.in_flight[index].live.serve(store);
+                None
+            }
             Poll::Ready(outcome) => {
                 let finished = self.in_flight.swap_remove(index);
                 Some(Finished { target: finished.target, outcome })
@@ -372,18 +524,20 @@ impl Operator {
         let Finished { target, outcome } = finished;
         let mut writer = StoreWriter { store, now, lose_status, notes: Vec::new(), lost: false, events: 0 };
         let result = match outcome {
-            Outcome::Machine(object, outcome) => {
+            Outcome::Machine(object, outcome, settled) => {
                 let plan = glue::plan::machine_variant(&object, &outcome, self.config.variant);
-                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None)).map(|()| plan.requeue)
-            }
-            Outcome::Cluster(object, firewall, outcome) => {
-                let plan = glue::plan::cluster(&object, &outcome);
-                run_now(glue::execute(&mut writer, object.as_ref(), &plan, firewall.as_deref()))
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None, &settled))
                     .map(|()| plan.requeue)
             }
-            Outcome::Firewall(object, outcome) => {
+            Outcome::Cluster(object, firewall, outcome, settled) => {
+                let plan = glue::plan::cluster(&object, &outcome);
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, firewall.as_deref(), &settled))
+                    .map(|()| plan.requeue)
+            }
+            Outcome::Firewall(object, outcome, settled) => {
                 let plan = glue::plan::firewall(&object, &outcome);
-                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None)).map(|()| plan.requeue)
+                run_now(glue::execute(&mut writer, object.as_ref(), &plan, None, &settled))
+                    .map(|()| plan.requeue)
             }
         };
         self.stats.events += writer.events;
@@ -441,15 +595,10 @@ impl<K: Reconciled + Stored + PartialEq> glue::Writer<K> for StoreWriter<'_> {
     }
 
     async fn patch(&mut self, object: &K, patch: &glue::ObjectPatch) -> Result<String, WriteError> {
-        let key = key_of(object.meta());
-        let current = self.store.get::<K>(&key.0, &key.1).ok_or(WriteError::Gone)?;
-        if current.meta().resource_version != object.meta().resource_version {
-            return Err(WriteError::Conflict);
-        }
-        let mut updated = current.clone();
-        patch.apply_to(&mut updated).map_err(|error| WriteError::Invalid(error.to_string()))?;
-        let written = self.store.update(updated, patch.changes_spec()).map_err(write_error)?;
-        Ok(written.meta().resource_version.clone().unwrap_or_default())
+        let meta = object.meta();
+        let version = meta.resource_version.as_deref();
+        let written = patch_stored::<K>(self.store, &ObjectKey::of(meta), version, patch)?;
+        Ok(written.resource_version.unwrap_or_default())
     }
 
     async fn write_status(

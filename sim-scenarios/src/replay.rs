@@ -74,7 +74,9 @@ const CANARY_NOTE: &str = " (canary machine reconciler)";
 fn variant_note(variant: Variant) -> &'static str {
     match variant {
         Variant::Correct => "",
-        Variant::CanaryWithoutAdoption | Variant::CanaryGlueLosesStatus => CANARY_NOTE,
+        Variant::CanaryWithoutAdoption | Variant::CanaryGlueLosesStatus | Variant::CanaryUngated => {
+            CANARY_NOTE
+        }
     }
 }
 

@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long `clusterctl move` waits for block-move to be gone before it gives up.
+pub const BLOCK_MOVE_WAIT_MAX: Duration = Duration::from_secs(2 * 60);
 /// The longest the scheduler lets virtual time jump when nothing is due, so that periodic
 /// controllers (the MachineHealthCheck) get their turn.
 pub const TICK_MAX: Duration = Duration::from_secs(10);
@@ -130,8 +132,8 @@ impl World {
     }
 
     fn add_management(&mut self) -> usize {
-        let operator =
-            Operator::new(self.operator_config, self.backend.clone()).recording(self.trace_sink.clone());
+        let operator = Operator::new(self.operator_config, self.backend.clone(), "replica-1")
+            .recording(self.trace_sink.clone());
         let now = self.sim.now();
         let id = self.managements.len() as u64;
         self.managements.push(Management {
@@ -270,8 +272,10 @@ impl World {
         Ok(victims)
     }
 
-    /// `clusterctl move` of one cluster to the second management cluster: pause, copy without
-    /// status, delete the source objects for move (finalizers force-removed), unpause.
+    /// `clusterctl move` of one cluster to the second management cluster: pause, wait until no
+    /// object of the cluster holds block-move (at most [`BLOCK_MOVE_WAIT_MAX`], then the move
+    /// fails), copy without status, delete the source objects for move (finalizers
+    /// force-removed), unpause.
     pub fn move_cluster(&mut self, name: &str) -> Result<(), String> {
         let (namespace, from) = self.cluster(name)?;
         let to = if from == 0 {
@@ -281,7 +285,7 @@ impl World {
         };
         self.note(&format!("move cluster {name} from management {from} to {to}"));
         self.set_paused(name, true)?;
-        self.run_for(Duration::from_secs(30))?;
+        self.wait_for_block_move(&namespace, name, from)?;
         let now = self.now();
         let source = self.managements[from].store.clone();
         copy_cluster(&source, &mut self.managements[to].store, &namespace, name, now)?;
@@ -293,6 +297,22 @@ impl World {
         force_remove(&mut self.managements[from].store, &namespace, name);
         self.clusters.insert(name.to_string(), (namespace, to));
         self.set_paused(name, false)
+    }
+
+    /// clusterctl's wait after the pause: until no object of the cluster holds block-move.
+    fn wait_for_block_move(&mut self, namespace: &str, name: &str, from: usize) -> Result<(), String> {
+        let start = self.now();
+        let deadline = start.checked_add(BLOCK_MOVE_WAIT_MAX).unwrap_or(start);
+        while crate::checks::holds_block_move(&self.managements[from].store, namespace, name) {
+            if self.now() >= deadline {
+                return Err(format!(
+                    "clusterctl move of {name}: an object still holds block-move after {BLOCK_MOVE_WAIT_MAX:?}"
+                ));
+            }
+            self.step_checked()?;
+        }
+        self.note(&format!("no object of {name} holds block-move"));
+        Ok(())
     }
 
     /// Schedules `count` operator crashes at times drawn from the world's RNG within the next
@@ -446,7 +466,7 @@ impl World {
         for management in &mut self.managements {
             match (second_replica, management.operators.len()) {
                 (true, 1) => {
-                    let operator = Operator::new(self.operator_config, self.backend.clone());
+                    let operator = Operator::new(self.operator_config, self.backend.clone(), "replica-2");
                     management.operators.push(operator.recording(self.trace_sink.clone()))
                 }
                 (false, n) if n > 1 => management.operators.truncate(1),
@@ -522,7 +542,7 @@ impl World {
             _ => false,
         };
         let management = &mut self.managements[m];
-        if let Some(finished) = management.operators[o].poll(index) {
+        if let Some(finished) = management.operators[o].poll(index, &mut management.store) {
             let notes = management.operators[o].apply(&mut management.store, finished, self.sim.now(), lose);
             for line in notes {
                 self.note(&line);
@@ -742,6 +762,20 @@ fn provisioned_pending(store: &Store, namespace: &str, cluster: &str) -> Vec<Str
     )]
 }
 
+/// Whether a Machine's infrastructure is ready as of now: Ready, and not a status written while
+/// the cluster was paused (a paused object is not reconciled, so its Ready predates the pause and
+/// the first pass after the unpause may still take it back).
+fn ready_now(store: &Store, machine: &Machine) -> bool {
+    let reports_paused =
+        metal_machine_of(store, machine).and_then(|mm| mm.status.as_ref()).is_some_and(|status| {
+            capms_core::api::conditions::is_true(
+                &status.conditions,
+                capms_core::api::conditions::ConditionType::Paused.as_str(),
+            )
+        });
+    infrastructure_ready(store, machine) && !reports_paused
+}
+
 fn ready_pending(store: &Store, plan: Option<&ClusterPlan>, namespace: &str, cluster: &str) -> Vec<String> {
     let Some(plan) = plan else { return vec![format!("cluster {cluster} has no plan (deleted?)")] };
     let mut pending = provisioned_pending(store, namespace, cluster);
@@ -751,7 +785,7 @@ fn ready_pending(store: &Store, plan: Option<&ClusterPlan>, namespace: &str, clu
             .iter()
             .filter(|m| m.is_control_plane() == control_plane && m.metadata.deletion_timestamp.is_none())
             .filter(|m| metal_machine_of(store, m).is_some_and(|mm| mm.spec.image == image))
-            .filter(|m| infrastructure_ready(store, m))
+            .filter(|m| ready_now(store, m))
             .count()
     };
     let control_plane = count(true, &plan.control_plane_image);
@@ -769,7 +803,7 @@ fn ready_pending(store: &Store, plan: Option<&ClusterPlan>, namespace: &str, clu
             plan.control_plane + plan.workers
         ));
     }
-    for machine in machines.iter().filter(|m| !infrastructure_ready(store, m)) {
+    for machine in machines.iter().filter(|m| !ready_now(store, m)) {
         let reason = metal_machine_of(store, machine)
             .and_then(|mm| mm.status.as_ref())
             .and_then(|s| capms_core::api::conditions::get_condition(&s.conditions, "Ready"))

@@ -23,8 +23,8 @@ fn load(name: &str) -> Scenario {
 /// Half of all write answers lost, a firewall, scaling and deletion.
 const LOSSY: &str = "lost_allocation_responses_never_create_a_second_machine";
 
-/// A lagging informer: the canary allocates again for an object whose providerID it cannot see.
-const STORM: &str = "stale_informer_reads_never_duplicate_machines";
+/// A lagging informer and lost answers: the canary allocates again where it should adopt.
+const STORM: &str = "lost_answers_under_a_lagging_informer_never_duplicate_machines";
 
 fn canary() -> OperatorConfig {
     OperatorConfig { variant: Variant::CanaryWithoutAdoption, ..OperatorConfig::default() }

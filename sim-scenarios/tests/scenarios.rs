@@ -88,6 +88,7 @@ scenarios!(
     scaling_the_control_plane_up_and_down,
     slow_metal_api_answers_do_not_confuse_reconciles,
     stale_informer_reads_never_duplicate_machines,
+    lost_answers_under_a_lagging_informer_never_duplicate_machines,
     the_auto_allocated_control_plane_ip_is_freed_on_delete,
     the_cluster_is_provisioned_only_after_its_firewall_is_ready,
     the_firewall_is_owned_by_its_cluster_and_moves_with_it,

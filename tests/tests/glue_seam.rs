@@ -22,6 +22,8 @@ const GLUE_CALLS: &[&str] = &[
     "glue::plan::cluster(",
     "glue::plan::firewall(",
     "glue::execute(",
+    "Gate::new(",
+    "fingerprint(",
     "glue::retry::next(",
     "glue::Backoff",
 ];

@@ -5,7 +5,9 @@
 //! 1. Events are published (reasons from core's closed `EventReason` enum); a failed event
 //!    never fails the reconcile.
 //! 2. Metadata and spec changes go in one write conditional on the resourceVersion the
-//!    reconcile read: a reconcile on stale inputs never writes ([`WriteError::Conflict`]).
+//!    reconcile read (or the pass's gate wrote): a reconcile on stale inputs never writes
+//!    ([`WriteError::Conflict`]). The same write removes the pass's block-move hold
+//!    ([`super::gate`]), so the hold ends exactly when the outcome is persisted.
 //! 3. The cluster's firewall child is created (owned by the cluster) or deleted (conditional on
 //!    the UID the reconcile saw, so an object that replaced it is left alone). A name taken by
 //!    an object the cluster does not own is [`WriteError::FirewallNameTaken`], with a Warning
@@ -17,8 +19,10 @@
 //! Nothing is written that the plan does not name; a failed step stops the ones after it (the
 //! retry re-reads and plans anew); a removed finalizer is the last write on an object.
 
+use super::gate::Settled;
 use super::plan::{Plan, Reconciled};
 use super::retry::WriteError;
+use crate::api::capi::BLOCK_MOVE_ANNOTATION;
 use crate::api::{MetalStackFirewall, MetalStackFirewallSpec};
 use crate::reconcile::{Event, EventReason, FirewallChild};
 use async_trait::async_trait;
@@ -53,18 +57,34 @@ pub trait Writer<K: Reconciled>: Send {
 }
 
 /// Runs `plan` for `object` as the module documentation describes. `firewall_seen` is the
-/// cluster's own firewall child as the reconcile read it (clusters only).
+/// cluster's own firewall child as the reconcile read it (clusters only); `settled` what the
+/// pass's gate wrote.
 pub async fn execute<K: Reconciled>(
     writer: &mut dyn Writer<K>,
     object: &K,
     plan: &Plan<K>,
     firewall_seen: Option<&MetalStackFirewall>,
+    settled: &Settled,
 ) -> Result<(), WriteError> {
+    let gated;
+    let object = match &settled.written {
+        Some(meta) => {
+            let mut copy = object.clone();
+            *copy.meta_mut() = meta.clone();
+            gated = copy;
+            &gated
+        }
+        None => object,
+    };
     for event in &plan.events {
         writer.publish(object, event).await;
     }
+    let mut patch = plan.patch.clone();
+    if settled.release {
+        patch.removed_annotations.insert(BLOCK_MOVE_ANNOTATION.to_string());
+    }
     let read = object.meta().resource_version.clone().unwrap_or_default();
-    let version = if plan.patch.is_empty() { read } else { writer.patch(object, &plan.patch).await? };
+    let version = if patch.is_empty() { read } else { writer.patch(object, &patch).await? };
     let child = firewall_child(writer, object, &plan.child, firewall_seen).await;
     if let Err(error @ WriteError::FirewallNameTaken { .. }) = &child {
         let event = Event::warning(EventReason::FirewallNameTaken, error.to_string());

@@ -6,7 +6,8 @@
 //! 1. [`gather`]: the facts about the object's owners, read through [`Objects`] (a synchronous
 //!    read interface over caches: kube-runtime reflector stores in capms-manager, the
 //!    simulator's informer view of its object store).
-//! 2. [`reconcile`]: core's reconciler for the kind, recorded into a trace when asked.
+//! 2. [`reconcile`]: core's reconciler for the kind, recorded into a trace when asked; its
+//!    metal-api writes pass the block-move handshake first ([`gate`]).
 //! 3. [`plan`]: what the outcome asks to write (only what changed).
 //! 4. [`execute`]: the writes in their one order, through a [`Writer`] (a kube client, or the
 //!    simulator's store).
@@ -20,6 +21,7 @@
 //! enter as values.
 
 pub mod execute;
+pub mod gate;
 pub mod gather;
 pub mod objects;
 pub mod plan;
@@ -27,13 +29,16 @@ pub mod retry;
 pub mod triggers;
 
 pub use execute::{Writer, execute};
+pub use gate::{Apiserver, Gate, Settled};
 pub use objects::{Kind, ObjectKey, Objects, Target};
 pub use plan::{ObjectPatch, Plan, Reconciled};
 pub use retry::{Backoff, FailureClass, WriteError};
 pub use triggers::{Changed, triggered, triggered_all};
 
-/// Runs the reconcilers, recording each pass into a trace when a sink is given.
+/// Runs the reconcilers behind the pass's [`Gate`], recording each pass into a trace when a
+/// sink is given.
 pub mod reconcile {
+    use super::gate::{Gate, Gated};
     use crate::MetalBackend;
     use crate::reconcile::machine::{Variant, reconcile_machine_variant};
     use crate::reconcile::{
@@ -46,10 +51,14 @@ pub mod reconcile {
     pub async fn machine(
         input: &MachineInput<'_>,
         backend: &dyn MetalBackend,
+        gate: &Gate,
         cache: &MachineCache,
         variant: Variant,
         trace: Option<&dyn TraceSink>,
     ) -> MachineOutcome {
+        let gated = Gated::new(backend, gate);
+        // The canary of the handshake writes to metal-api without it.
+        let backend: &dyn MetalBackend = if variant == Variant::CanaryUngated { backend } else { &gated };
         match trace {
             Some(sink) => record_machine(input, backend, cache, variant, sink).await,
             None => reconcile_machine_variant(input, backend, cache, variant).await,
@@ -60,8 +69,10 @@ pub mod reconcile {
     pub async fn cluster(
         input: &ClusterInput<'_>,
         backend: &dyn MetalBackend,
+        gate: &Gate,
         trace: Option<&dyn TraceSink>,
     ) -> ClusterOutcome {
+        let backend = &Gated::new(backend, gate);
         match trace {
             Some(sink) => record_cluster(input, backend, sink).await,
             None => reconcile_cluster(input, backend).await,
@@ -72,8 +83,10 @@ pub mod reconcile {
     pub async fn firewall(
         input: &FirewallInput<'_>,
         backend: &dyn MetalBackend,
+        gate: &Gate,
         trace: Option<&dyn TraceSink>,
     ) -> FirewallOutcome {
+        let backend = &Gated::new(backend, gate);
         match trace {
             Some(sink) => record_firewall(input, backend, sink).await,
             None => reconcile_firewall(input, backend).await,

@@ -76,6 +76,10 @@ pub struct ObjectPatch {
     pub labels: BTreeMap<String, String>,
     /// Labels to remove (only those present).
     pub removed_labels: std::collections::BTreeSet<String>,
+    /// Annotations to set.
+    pub annotations: BTreeMap<String, String>,
+    /// Annotations to remove (each must be present at the version the patch applies to).
+    pub removed_annotations: std::collections::BTreeSet<String>,
     /// Spec fields to set, by JSON name (only those that differ).
     pub spec: BTreeMap<&'static str, Value>,
 }
@@ -139,6 +143,8 @@ impl ObjectPatch {
         self.finalizers.is_none()
             && self.labels.is_empty()
             && self.removed_labels.is_empty()
+            && self.annotations.is_empty()
+            && self.removed_annotations.is_empty()
             && self.spec.is_empty()
     }
 
@@ -166,6 +172,17 @@ impl ObjectPatch {
             let path = format!("/metadata/labels/{}", pointer_segment(key));
             operations.push(json!({"op": "remove", "path": path}));
         }
+        if !self.annotations.is_empty() && meta.annotations.is_none() {
+            operations.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+        }
+        for (key, value) in &self.annotations {
+            let path = format!("/metadata/annotations/{}", pointer_segment(key));
+            operations.push(json!({"op": "add", "path": path, "value": value}));
+        }
+        for key in &self.removed_annotations {
+            let path = format!("/metadata/annotations/{}", pointer_segment(key));
+            operations.push(json!({"op": "remove", "path": path}));
+        }
         for (field, value) in &self.spec {
             let path = format!("/spec/{}", pointer_segment(field));
             operations.push(json!({"op": "add", "path": path, "value": value}));
@@ -188,6 +205,13 @@ impl ObjectPatch {
         }
         if let Some(labels) = meta.labels.as_mut() {
             labels.retain(|key, _| !self.removed_labels.contains(key));
+        }
+        if !self.annotations.is_empty() {
+            let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+            annotations.extend(self.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.retain(|key, _| !self.removed_annotations.contains(key));
         }
         if self.spec.is_empty() {
             return Ok(());

@@ -9,12 +9,18 @@
 //!
 //! A MetalStackCluster waiting for its machines to go requeues itself (core's cluster
 //! reconciler), so a MetalStackMachine's deletion does not trigger it.
+//!
+//! A change counts only if it alters the object's [`fingerprint`]: the block-move handshake's
+//! own annotation writes ([`super::gate`]) and a relist of unchanged objects trigger nothing.
 
 use super::objects::{Kind, ObjectKey, Objects, Target};
 use crate::api::capi::{self, Cluster, Machine};
 use crate::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use crate::reconcile::cluster::{firewall_name, firewall_name_of};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use serde_json::Value;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// An object whose change a controller watches.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +30,41 @@ pub enum Changed<'a> {
     MetalCluster(&'a MetalStackCluster),
     MetalMachine(&'a MetalStackMachine),
     Firewall(&'a MetalStackFirewall),
+}
+
+impl Changed<'_> {
+    /// The [`fingerprint`] of the changed object.
+    pub fn fingerprint(&self) -> u64 {
+        match self {
+            Changed::Cluster(object) => fingerprint(*object),
+            Changed::Machine(object) => fingerprint(*object),
+            Changed::MetalCluster(object) => fingerprint(*object),
+            Changed::MetalMachine(object) => fingerprint(*object),
+            Changed::Firewall(object) => fingerprint(*object),
+        }
+    }
+}
+
+/// What a change of an object must alter to trigger reconciles: a hash of everything but its
+/// resourceVersion, its managedFields and the block-move annotation. Two versions of an object
+/// that differ only there trigger nothing; the same object always hashes the same.
+pub fn fingerprint<K: Serialize>(object: &K) -> u64 {
+    // A derived Serialize of a Kubernetes object does not fail; if it did, every version would
+    // hash alike and the object would be reconciled at the resync only.
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove(capi::BLOCK_MOVE_ANNOTATION);
+            if annotations.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+    let mut hasher = DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The reconciles of `kind` that a change of `changed` triggers.
@@ -104,4 +145,24 @@ fn controller_owner(meta: &ObjectMeta) -> Option<ObjectKey> {
         .flatten()
         .find(|reference| reference.kind == "MetalStackCluster" && reference.controller == Some(true))?;
     Some(ObjectKey::new(meta.namespace.clone().unwrap_or_default(), reference.name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_and_a_new_resource_version_leave_the_fingerprint_alone() {
+        let mut machine = MetalStackMachine::new("m", Default::default());
+        machine.metadata.resource_version = Some("1".to_string());
+        let before = fingerprint(&machine);
+        machine.metadata.resource_version = Some("2".to_string());
+        machine.metadata.annotations = Some(
+            [(capi::BLOCK_MOVE_ANNOTATION.to_string(), "capms-manager/a@2026-12-04T00:00:00Z".to_string())]
+                .into(),
+        );
+        assert_eq!(fingerprint(&machine), before);
+        machine.metadata.annotations = Some([(capi::PAUSED_ANNOTATION.to_string(), String::new())].into());
+        assert_ne!(fingerprint(&machine), before, "any other annotation is a change");
+    }
 }

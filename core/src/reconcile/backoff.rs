@@ -25,6 +25,8 @@ impl Backoff {
             ErrorKind::Capacity => (60, 900),
             ErrorKind::Permanent => (300, 1800),
             ErrorKind::Auth => (120, 1800),
+            // The next pass sees the pause in the informer (or that it ended).
+            ErrorKind::Paused => (5, 60),
         };
         Backoff { base: Duration::from_secs(base), max: Duration::from_secs(max) }
     }

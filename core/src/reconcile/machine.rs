@@ -98,6 +98,9 @@ pub enum Variant {
     /// The correct reconciler, but the glue's plan never writes the status (so a provisioned
     /// machine is never reported): the canary of the shared operator glue.
     CanaryGlueLosesStatus,
+    /// The correct reconciler, but its metal-api writes skip the block-move handshake
+    /// ([`crate::glue::gate`]): frees and allocations after a pause.
+    CanaryUngated,
 }
 
 /// Reconciles one MetalStackMachine. Never panics; every failure ends up in the outcome.
@@ -332,7 +335,9 @@ impl Run<'_, '_> {
     ) -> Option<Machine> {
         self.phase = phase::ALLOCATING;
         let found = match self.variant {
-            Variant::Correct | Variant::CanaryGlueLosesStatus => owner.find_identity(backend).await,
+            Variant::Correct | Variant::CanaryGlueLosesStatus | Variant::CanaryUngated => {
+                owner.find_identity(backend).await
+            }
             Variant::CanaryWithoutAdoption => Ok(Vec::new()),
         };
         let found = match found {

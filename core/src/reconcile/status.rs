@@ -14,6 +14,7 @@ pub(crate) fn reason_for(kind: ErrorKind) -> Reason {
         ErrorKind::Auth => Reason::AuthFailed,
         ErrorKind::Permanent | ErrorKind::NotFound => Reason::InvalidConfiguration,
         ErrorKind::Transient | ErrorKind::Conflict => Reason::BackendUnavailable,
+        ErrorKind::Paused => Reason::Paused,
     }
 }
 

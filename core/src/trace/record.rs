@@ -69,39 +69,6 @@ impl<'a, B: MetalBackend + ?Sized> RecordingBackend<'a, B> {
     }
 }
 
-/// Calls `$apply!` with every [`MetalBackend`] method: its arguments, answer type, operation
-/// and how its request is written into a trace.
-macro_rules! with_backend_methods {
-    ($apply:ident) => {
-        $apply! {
-            fn allocate_machine(request: &MachineAllocateRequest) -> Machine, AllocateMachine, |r| r.machine(request);
-            fn get_machine(machine_id: &str) -> Machine, FindMachine, |r| r.id(machine_id);
-            fn find_machines(query: &MachineQuery) -> Vec<Machine>, FindMachines, |r| r.plain(query);
-            fn free_machine(machine_id: &str) -> Machine, FreeMachine, |r| r.id(machine_id);
-            fn allocate_firewall(request: &FirewallAllocateRequest) -> Machine, AllocateFirewall, |r| r.firewall(request);
-            fn get_firewall(machine_id: &str) -> Machine, FindFirewall, |r| r.id(machine_id);
-            fn find_firewalls(query: &MachineQuery) -> Vec<Machine>, FindFirewalls, |r| r.plain(query);
-            fn allocate_network(request: &NetworkAllocateRequest) -> Network, AllocateNetwork, |r| r.plain(request);
-            fn get_network(network_id: &str) -> Network, FindNetwork, |r| r.id(network_id);
-            fn find_networks(query: &NetworkQuery) -> Vec<Network>, FindNetworks, |r| r.plain(query);
-            fn free_network(network_id: &str) -> Network, FreeNetwork, |r| r.id(network_id);
-            fn allocate_ip(request: &IpAllocateRequest) -> Ip, AllocateIp, |r| r.plain(request);
-            fn allocate_specific_ip(address: &str, request: &IpAllocateRequest) -> Ip, AllocateSpecificIp, |r| r.address_and(address, request);
-            fn get_ip(address: &str) -> Ip, FindIp, |r| r.id(address);
-            fn find_ips(query: &IpQuery) -> Vec<Ip>, FindIps, |r| r.plain(query);
-            fn free_ip(address: &str) -> Ip, FreeIp, |r| r.id(address);
-            fn get_partition(partition_id: &str) -> Partition, FindPartition, |r| r.id(partition_id);
-            fn list_partitions() -> Vec<Partition>, ListPartitions, |r| r.none();
-            fn get_size(size_id: &str) -> Size, FindSize, |r| r.id(size_id);
-            fn list_sizes() -> Vec<Size>, ListSizes, |r| r.none();
-            fn get_image(image_id: &str) -> Image, FindImage, |r| r.id(image_id);
-            fn list_images() -> Vec<Image>, ListImages, |r| r.none();
-            fn get_project(project_id: &str) -> Project, FindProject, |r| r.id(project_id);
-        }
-    };
-}
-pub(crate) use with_backend_methods;
-
 macro_rules! recording_methods {
     ($( fn $name:ident($($arg:ident: $type:ty),*) -> $out:ty, $operation:ident, |$redaction:ident| $request:expr; )*) => {
         #[async_trait]
@@ -119,7 +86,7 @@ macro_rules! recording_methods {
     };
 }
 
-with_backend_methods!(recording_methods);
+crate::backend::with_backend_methods!(recording_methods);
 
 /// A view of the shared [`MachineCache`] that records every answer it gives one reconcile.
 #[derive(Debug)]

@@ -2,9 +2,9 @@
 //! backend and a cache serve the recorded answers in order, and the first difference (another
 //! call, another request, a call too many or too few, another outcome) is reported.
 
-use super::record::with_backend_methods;
 use super::{Answer, Call, Input, Record, RecordedBootstrap, Redacted, Redaction, shorten};
 use crate::Timestamp;
+use crate::backend::with_backend_methods;
 use crate::backend::{BackendResult, MetalBackend};
 use crate::error::{BackendError, ErrorKind, Operation};
 use crate::metal::{

@@ -656,7 +656,7 @@ fn with_seed(
         recorded.map_or_else(|| "the trace names no seed".to_string(), |r| format!("recorded seed {r}"));
     let reconciler = match config.variant {
         Variant::Correct => String::new(),
-        Variant::CanaryWithoutAdoption | Variant::CanaryGlueLosesStatus => {
+        Variant::CanaryWithoutAdoption | Variant::CanaryGlueLosesStatus | Variant::CanaryUngated => {
             " with the test-only canary machine reconciler (OperatorConfig.variant; the correct one passes)"
                 .to_string()
         }
