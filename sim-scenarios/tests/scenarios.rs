@@ -65,6 +65,7 @@ scenarios!(
     machines_without_bootstrap_data_are_never_installed,
     a_cluster_whose_machines_are_gone_still_deletes,
     a_cluster_without_firewall_deletes_cleanly,
+    a_cluster_moved_while_reconciles_are_in_flight_duplicates_nothing,
     a_dead_machine_is_replaced_by_the_health_check,
     a_paused_cluster_is_not_taken_apart_until_unpaused,
     a_user_provided_control_plane_ip_is_never_freed,

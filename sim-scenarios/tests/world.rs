@@ -5,6 +5,7 @@ use capms_backend_sim::{ErrorRates, FaultPlan};
 use capms_core::reconcile::machine::Variant;
 use capms_sim_scenarios::demo;
 use capms_sim_scenarios::operator::OperatorConfig;
+use capms_sim_scenarios::scenario::{Scenario, run_scenario_with};
 use capms_sim_scenarios::world::{Until, World};
 use std::time::Duration;
 
@@ -102,4 +103,29 @@ fn exploration_catches_the_canary_within_thirty_seeds() {
     let first = found.first().expect("the broken reconciler went unnoticed for 30 seeds");
     assert!(first.reason.contains("two machines"), "caught for another reason: {}", first.reason);
     assert!(first.shrunk.lines().count() < first.scenario.lines().count(), "shrinking removed nothing");
+}
+
+/// The canary of the block-move handshake: passes whose metal-api writes skip the gate keep
+/// allocating after clusterctl copied the cluster, under the source objects' UIDs, and the
+/// moved cluster allocates those machines again. The move scenario catches it within a few
+/// seeds (most of its seeds do); the correct glue passes the same seeds.
+#[test]
+fn a_move_while_reconciles_are_in_flight_catches_the_ungated_canary() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/a_cluster_moved_while_reconciles_are_in_flight_duplicates_nothing.yaml");
+    let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let ungated = OperatorConfig { variant: Variant::CanaryUngated, ..OperatorConfig::default() };
+    let caught = (0..20).find_map(|seed| {
+        let report = run_scenario_with(&scenario, Some(seed), ungated);
+        report.failure.map(|failure| (seed, failure))
+    });
+    let (seed, failure) = caught.expect("the ungated canary went unnoticed for 20 seeds");
+    // A second machine for one object: seen by the checker, or by the count after the move.
+    assert!(
+        failure.reason.contains("machines"),
+        "seed {seed}: caught for another reason: {}",
+        failure.reason
+    );
+    let correct = run_scenario_with(&scenario, Some(seed), OperatorConfig::default());
+    assert!(correct.passed(), "{correct}");
 }
