@@ -82,35 +82,39 @@ pub trait MetalBackend: Send + Sync {
 }
 
 /// Calls `$apply!` with every [`MetalBackend`] method: its arguments, answer type, operation
-/// and how its request is written into a trace. The one list of the methods: every wrapper
-/// (the trace recorder, the glue's gate) is built from it.
+/// and how its request is described (`|r| r.machine(request)`: `r` is whatever the wrapper
+/// binds, with the methods `machine`, `firewall`, `id`, `plain`, `address_and` and `none`; the
+/// trace recorder's `Redaction`, the operator's allocation scope). The one list of the methods:
+/// every wrapper (the trace recorder and replayer, the glue's gate, capms-manager's metrics,
+/// the simulator's interleaving) is built from it, so adding a method to [`MetalBackend`] and
+/// here reaches all of them.
+#[macro_export]
 macro_rules! with_backend_methods {
     ($apply:ident) => {
         $apply! {
-            fn allocate_machine(request: &MachineAllocateRequest) -> Machine, AllocateMachine, |r| r.machine(request);
-            fn get_machine(machine_id: &str) -> Machine, FindMachine, |r| r.id(machine_id);
-            fn find_machines(query: &MachineQuery) -> Vec<Machine>, FindMachines, |r| r.plain(query);
-            fn free_machine(machine_id: &str) -> Machine, FreeMachine, |r| r.id(machine_id);
-            fn allocate_firewall(request: &FirewallAllocateRequest) -> Machine, AllocateFirewall, |r| r.firewall(request);
-            fn get_firewall(machine_id: &str) -> Machine, FindFirewall, |r| r.id(machine_id);
-            fn find_firewalls(query: &MachineQuery) -> Vec<Machine>, FindFirewalls, |r| r.plain(query);
-            fn allocate_network(request: &NetworkAllocateRequest) -> Network, AllocateNetwork, |r| r.plain(request);
-            fn get_network(network_id: &str) -> Network, FindNetwork, |r| r.id(network_id);
-            fn find_networks(query: &NetworkQuery) -> Vec<Network>, FindNetworks, |r| r.plain(query);
-            fn free_network(network_id: &str) -> Network, FreeNetwork, |r| r.id(network_id);
-            fn allocate_ip(request: &IpAllocateRequest) -> Ip, AllocateIp, |r| r.plain(request);
-            fn allocate_specific_ip(address: &str, request: &IpAllocateRequest) -> Ip, AllocateSpecificIp, |r| r.address_and(address, request);
-            fn get_ip(address: &str) -> Ip, FindIp, |r| r.id(address);
-            fn find_ips(query: &IpQuery) -> Vec<Ip>, FindIps, |r| r.plain(query);
-            fn free_ip(address: &str) -> Ip, FreeIp, |r| r.id(address);
-            fn get_partition(partition_id: &str) -> Partition, FindPartition, |r| r.id(partition_id);
-            fn list_partitions() -> Vec<Partition>, ListPartitions, |r| r.none();
-            fn get_size(size_id: &str) -> Size, FindSize, |r| r.id(size_id);
-            fn list_sizes() -> Vec<Size>, ListSizes, |r| r.none();
-            fn get_image(image_id: &str) -> Image, FindImage, |r| r.id(image_id);
-            fn list_images() -> Vec<Image>, ListImages, |r| r.none();
-            fn get_project(project_id: &str) -> Project, FindProject, |r| r.id(project_id);
+            fn allocate_machine(request: &$crate::metal::MachineAllocateRequest) -> $crate::metal::Machine, AllocateMachine, |r| r.machine(request);
+            fn get_machine(machine_id: &str) -> $crate::metal::Machine, FindMachine, |r| r.id(machine_id);
+            fn find_machines(query: &$crate::metal::MachineQuery) -> Vec<$crate::metal::Machine>, FindMachines, |r| r.plain(query);
+            fn free_machine(machine_id: &str) -> $crate::metal::Machine, FreeMachine, |r| r.id(machine_id);
+            fn allocate_firewall(request: &$crate::metal::FirewallAllocateRequest) -> $crate::metal::Machine, AllocateFirewall, |r| r.firewall(request);
+            fn get_firewall(machine_id: &str) -> $crate::metal::Machine, FindFirewall, |r| r.id(machine_id);
+            fn find_firewalls(query: &$crate::metal::MachineQuery) -> Vec<$crate::metal::Machine>, FindFirewalls, |r| r.plain(query);
+            fn allocate_network(request: &$crate::metal::NetworkAllocateRequest) -> $crate::metal::Network, AllocateNetwork, |r| r.plain(request);
+            fn get_network(network_id: &str) -> $crate::metal::Network, FindNetwork, |r| r.id(network_id);
+            fn find_networks(query: &$crate::metal::NetworkQuery) -> Vec<$crate::metal::Network>, FindNetworks, |r| r.plain(query);
+            fn free_network(network_id: &str) -> $crate::metal::Network, FreeNetwork, |r| r.id(network_id);
+            fn allocate_ip(request: &$crate::metal::IpAllocateRequest) -> $crate::metal::Ip, AllocateIp, |r| r.plain(request);
+            fn allocate_specific_ip(address: &str, request: &$crate::metal::IpAllocateRequest) -> $crate::metal::Ip, AllocateSpecificIp, |r| r.address_and(address, request);
+            fn get_ip(address: &str) -> $crate::metal::Ip, FindIp, |r| r.id(address);
+            fn find_ips(query: &$crate::metal::IpQuery) -> Vec<$crate::metal::Ip>, FindIps, |r| r.plain(query);
+            fn free_ip(address: &str) -> $crate::metal::Ip, FreeIp, |r| r.id(address);
+            fn get_partition(partition_id: &str) -> $crate::metal::Partition, FindPartition, |r| r.id(partition_id);
+            fn list_partitions() -> Vec<$crate::metal::Partition>, ListPartitions, |r| r.none();
+            fn get_size(size_id: &str) -> $crate::metal::Size, FindSize, |r| r.id(size_id);
+            fn list_sizes() -> Vec<$crate::metal::Size>, ListSizes, |r| r.none();
+            fn get_image(image_id: &str) -> $crate::metal::Image, FindImage, |r| r.id(image_id);
+            fn list_images() -> Vec<$crate::metal::Image>, ListImages, |r| r.none();
+            fn get_project(project_id: &str) -> $crate::metal::Project, FindProject, |r| r.id(project_id);
         }
     };
 }
-pub(crate) use with_backend_methods;

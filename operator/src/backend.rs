@@ -13,10 +13,7 @@ use async_trait::async_trait;
 use capms_backend_metal::{HmacAuthType, MetalClient, MetalConfig};
 use capms_core::api::MetalStackCluster;
 use capms_core::backend::BackendResult;
-use capms_core::metal::{
-    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine, MachineAllocateRequest,
-    MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project, Size,
-};
+use capms_core::metal::{FirewallAllocateRequest, MachineAllocateRequest};
 use capms_core::secret::SecretString;
 use capms_core::{BackendError, MetalBackend, Operation};
 use k8s_openapi::api::core::v1::Secret;
@@ -119,65 +116,55 @@ impl Instrumented {
     }
 }
 
+/// Which allocations the partition limit holds back: machine and firewall allocations, by
+/// partition (what `with_backend_methods!` describes each request with).
+struct AllocationScope;
+
+impl AllocationScope {
+    fn machine<'a>(&self, request: &'a MachineAllocateRequest) -> Option<(&'static str, &'a str)> {
+        Some(("machine", &request.partition_id))
+    }
+    fn firewall<'a>(&self, request: &'a FirewallAllocateRequest) -> Option<(&'static str, &'a str)> {
+        Some(("firewall", &request.machine.partition_id))
+    }
+    fn id(&self, _: &str) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    fn plain<T>(&self, _: &T) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    fn address_and<T>(&self, _: &str, _: &T) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    fn none(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+}
+
 macro_rules! instrumented {
-    ($( fn $name:ident(&self $(, $arg:ident: $type:ty)*) -> $out:ty = $operation:ident; )*) => {
+    ($( fn $name:ident($($arg:ident: $type:ty),*) -> $out:ty, $operation:ident, |$scope:ident| $request:expr; )*) => {
         #[async_trait]
         impl MetalBackend for Instrumented {
-            async fn allocate_machine(&self, request: &MachineAllocateRequest) -> BackendResult<Machine> {
-                let call = async {
-                    let started = Instant::now();
-                    let result = self.inner.allocate_machine(request).await;
-                    self.observe(Operation::AllocateMachine, started, &result);
-                    result
-                };
-                self.allocation("machine", &request.partition_id, call).await
-            }
-
-            async fn allocate_firewall(&self, request: &FirewallAllocateRequest) -> BackendResult<Machine> {
-                let call = async {
-                    let started = Instant::now();
-                    let result = self.inner.allocate_firewall(request).await;
-                    self.observe(Operation::AllocateFirewall, started, &result);
-                    result
-                };
-                self.allocation("firewall", &request.machine.partition_id, call).await
-            }
-
             $(
                 async fn $name(&self $(, $arg: $type)*) -> BackendResult<$out> {
-                    let started = Instant::now();
-                    let result = self.inner.$name($($arg),*).await;
-                    self.observe(Operation::$operation, started, &result);
-                    result
+                    let call = async {
+                        let started = Instant::now();
+                        let result = self.inner.$name($($arg),*).await;
+                        self.observe(Operation::$operation, started, &result);
+                        result
+                    };
+                    let $scope = AllocationScope;
+                    match $request {
+                        Some((kind, partition)) => self.allocation(kind, partition, call).await,
+                        None => call.await,
+                    }
                 }
             )*
         }
     };
 }
 
-instrumented! {
-    fn get_machine(&self, machine_id: &str) -> Machine = FindMachine;
-    fn find_machines(&self, query: &MachineQuery) -> Vec<Machine> = FindMachines;
-    fn free_machine(&self, machine_id: &str) -> Machine = FreeMachine;
-    fn get_firewall(&self, machine_id: &str) -> Machine = FindFirewall;
-    fn find_firewalls(&self, query: &MachineQuery) -> Vec<Machine> = FindFirewalls;
-    fn allocate_network(&self, request: &NetworkAllocateRequest) -> Network = AllocateNetwork;
-    fn get_network(&self, network_id: &str) -> Network = FindNetwork;
-    fn find_networks(&self, query: &NetworkQuery) -> Vec<Network> = FindNetworks;
-    fn free_network(&self, network_id: &str) -> Network = FreeNetwork;
-    fn allocate_ip(&self, request: &IpAllocateRequest) -> Ip = AllocateIp;
-    fn allocate_specific_ip(&self, address: &str, request: &IpAllocateRequest) -> Ip = AllocateSpecificIp;
-    fn get_ip(&self, address: &str) -> Ip = FindIp;
-    fn find_ips(&self, query: &IpQuery) -> Vec<Ip> = FindIps;
-    fn free_ip(&self, address: &str) -> Ip = FreeIp;
-    fn get_partition(&self, partition_id: &str) -> Partition = FindPartition;
-    fn list_partitions(&self) -> Vec<Partition> = ListPartitions;
-    fn get_size(&self, size_id: &str) -> Size = FindSize;
-    fn list_sizes(&self) -> Vec<Size> = ListSizes;
-    fn get_image(&self, image_id: &str) -> Image = FindImage;
-    fn list_images(&self) -> Vec<Image> = ListImages;
-    fn get_project(&self, project_id: &str) -> Project = FindProject;
-}
+capms_core::with_backend_methods!(instrumented);
 
 /// The metal-api credentials of a Secret, read leniently from either naming convention.
 fn secret_value(secret: &Secret, keys: &[&str]) -> Option<String> {

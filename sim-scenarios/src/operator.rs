@@ -18,11 +18,6 @@ use async_trait::async_trait;
 use capms_core::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use capms_core::backend::BackendResult;
 use capms_core::glue::{self, Changed, Gate, Kind, ObjectKey, Reconciled, Settled, Target, WriteError};
-use capms_core::metal::{
-    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine as MetalMachine,
-    MachineAllocateRequest, MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project,
-    Size,
-};
 use capms_core::reconcile::machine::Variant;
 use capms_core::reconcile::{
     ClusterFacts, ClusterInput, ClusterOutcome, Event, FirewallInput, FirewallOutcome, MachineCache,
@@ -665,7 +660,7 @@ struct Yielding {
 }
 
 macro_rules! yielding {
-    ($( fn $name:ident(&self $(, $arg:ident: $type:ty)*) -> $out:ty; )*) => {
+    ($( fn $name:ident($($arg:ident: $type:ty),*) -> $out:ty, $operation:ident, |$describe:ident| $request:expr; )*) => {
         #[async_trait]
         impl MetalBackend for Yielding {
             $(
@@ -678,28 +673,4 @@ macro_rules! yielding {
     };
 }
 
-yielding! {
-    fn allocate_machine(&self, request: &MachineAllocateRequest) -> MetalMachine;
-    fn get_machine(&self, machine_id: &str) -> MetalMachine;
-    fn find_machines(&self, query: &MachineQuery) -> Vec<MetalMachine>;
-    fn free_machine(&self, machine_id: &str) -> MetalMachine;
-    fn allocate_firewall(&self, request: &FirewallAllocateRequest) -> MetalMachine;
-    fn get_firewall(&self, machine_id: &str) -> MetalMachine;
-    fn find_firewalls(&self, query: &MachineQuery) -> Vec<MetalMachine>;
-    fn allocate_network(&self, request: &NetworkAllocateRequest) -> Network;
-    fn get_network(&self, network_id: &str) -> Network;
-    fn find_networks(&self, query: &NetworkQuery) -> Vec<Network>;
-    fn free_network(&self, network_id: &str) -> Network;
-    fn allocate_ip(&self, request: &IpAllocateRequest) -> Ip;
-    fn allocate_specific_ip(&self, address: &str, request: &IpAllocateRequest) -> Ip;
-    fn get_ip(&self, address: &str) -> Ip;
-    fn find_ips(&self, query: &IpQuery) -> Vec<Ip>;
-    fn free_ip(&self, address: &str) -> Ip;
-    fn get_partition(&self, partition_id: &str) -> Partition;
-    fn list_partitions(&self) -> Vec<Partition>;
-    fn get_size(&self, size_id: &str) -> Size;
-    fn list_sizes(&self) -> Vec<Size>;
-    fn get_image(&self, image_id: &str) -> Image;
-    fn list_images(&self) -> Vec<Image>;
-    fn get_project(&self, project_id: &str) -> Project;
-}
+capms_core::with_backend_methods!(yielding);

@@ -43,10 +43,6 @@ use crate::Timestamp;
 use crate::api::capi::{BLOCK_MOVE_ANNOTATION, PAUSED_ANNOTATION, has_annotation};
 use crate::backend::{BackendResult, MetalBackend};
 use crate::error::{BackendError, ErrorKind, Operation};
-use crate::metal::{
-    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine, MachineAllocateRequest,
-    MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project, Size,
-};
 use crate::reconcile::ClusterFacts;
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -313,7 +309,7 @@ macro_rules! gated_methods {
     };
 }
 
-crate::backend::with_backend_methods!(gated_methods);
+crate::with_backend_methods!(gated_methods);
 
 #[cfg(test)]
 mod tests {

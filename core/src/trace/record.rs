@@ -8,10 +8,7 @@ use crate::Timestamp;
 use crate::api::{MetalStackCluster, MetalStackFirewall, MetalStackMachine};
 use crate::backend::{BackendResult, MetalBackend};
 use crate::error::{BackendError, Operation};
-use crate::metal::{
-    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine, MachineAllocateRequest,
-    MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project, Size,
-};
+use crate::metal::Machine;
 use crate::reconcile::cache::{CacheAccess, MachineCache};
 use crate::reconcile::machine::{Variant, reconcile_machine_variant};
 use crate::reconcile::{
@@ -86,7 +83,7 @@ macro_rules! recording_methods {
     };
 }
 
-crate::backend::with_backend_methods!(recording_methods);
+crate::with_backend_methods!(recording_methods);
 
 /// A view of the shared [`MachineCache`] that records every answer it gives one reconcile.
 #[derive(Debug)]

@@ -4,13 +4,10 @@
 
 use super::{Answer, Call, Input, Record, RecordedBootstrap, Redacted, Redaction, shorten};
 use crate::Timestamp;
-use crate::backend::with_backend_methods;
+
 use crate::backend::{BackendResult, MetalBackend};
 use crate::error::{BackendError, ErrorKind, Operation};
-use crate::metal::{
-    FirewallAllocateRequest, Image, Ip, IpAllocateRequest, IpQuery, Machine, MachineAllocateRequest,
-    MachineQuery, Network, NetworkAllocateRequest, NetworkQuery, Partition, Project, Size,
-};
+use crate::metal::Machine;
 use crate::reconcile::cache::{CacheAccess, MachineCache};
 use crate::reconcile::machine::{Variant, reconcile_machine_variant};
 use crate::reconcile::{ClusterInput, FirewallInput, MachineInput, reconcile_cluster, reconcile_firewall};
@@ -211,7 +208,7 @@ macro_rules! replay_methods {
     };
 }
 
-with_backend_methods!(replay_methods);
+crate::with_backend_methods!(replay_methods);
 
 /// A machine cache that gives the recorded answers. A recorded miss refreshes from the
 /// (replayed) backend the way the recorded cache did, into a scratch cache.
