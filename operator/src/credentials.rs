@@ -9,12 +9,15 @@
 //! Expected flow:
 //! 1. The cluster controller reads the Secret of a MetalStackCluster (every reconcile does, to
 //!    build its client) and, if the Secret is not being deleted, adds [`CREDENTIALS_FINALIZER`]
-//!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]).
+//!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]), and CAPI's
+//!    [`MOVE_LABEL`], so that `clusterctl move` takes the Secret along with the cluster (it is
+//!    outside the cluster's owner chain; without it the moved cluster cannot reach metal-api).
 //! 2. The credentials controller watches the metadata (never the data) of only the Secrets
 //!    with that label. For each it lists the MetalStackClusters of the Secret's namespace (all
 //!    of them, whatever `--watch-filter` says, because a cluster of another manager needs the
 //!    Secret just as much); when none names the Secret, it removes the finalizer and the label
-//!    ([`release`]).
+//!    ([`release`]). The move label stays: a Secret moved with its namespace does no harm,
+//!    and the label may have been the user's.
 //! 3. It runs when the Secret changes (a deletion sets its deletionTimestamp), when a
 //!    MetalStackCluster that is being deleted changes or disappears (mapped to the Secret it
 //!    names), and every [`RESYNC`].
@@ -36,6 +39,7 @@ use crate::apply;
 use crate::error::OperatorError;
 use crate::namespace::Namespace;
 use capms_core::api::MetalStackCluster;
+use capms_core::api::capi::MOVE_LABEL;
 use capms_core::glue::ObjectPatch;
 use capms_core::reconcile::FinalizerAction;
 use k8s_openapi::api::core::v1::Secret;
@@ -56,7 +60,7 @@ pub const CREDENTIALS_LABEL: &str = "metal-stack.infrastructure.cluster.x-k8s.io
 /// changed to another Secret).
 pub const RESYNC: Duration = Duration::from_secs(10 * 60);
 
-/// Adds the finalizer and the label to the credentials Secret (`secret`, its metadata) of a
+/// Adds the finalizer, the label and the move label to the credentials Secret (`secret`, its metadata) of a
 /// live cluster, if missing.
 pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), OperatorError> {
     if secret.deletion_timestamp.is_some() {
@@ -64,7 +68,9 @@ pub async fn protect(client: &Client, secret: &ObjectMeta) -> Result<(), Operato
     }
     let mut patch = ObjectPatch::default();
     patch.finalizer(secret, CREDENTIALS_FINALIZER, FinalizerAction::Add);
-    patch.labels(secret, &BTreeMap::from([(CREDENTIALS_LABEL.to_string(), "true".to_string())]));
+    let labels =
+        [(CREDENTIALS_LABEL.to_string(), "true".to_string()), (MOVE_LABEL.to_string(), String::new())];
+    patch.labels(secret, &BTreeMap::from(labels));
     let namespace = Namespace::of(client, secret);
     apply::patch(&namespace.api::<SecretMeta>(), secret, &patch).await?;
     Ok(())

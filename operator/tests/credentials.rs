@@ -22,10 +22,14 @@ use support::{
 
 const HMAC_KEY: &str = "credentials-test-key";
 
-fn secret_state(api: &FakeApiServer) -> Option<(Vec<String>, bool)> {
-    let secret = objects::<Secret>(api).into_iter().find(|secret| {
+fn credentials_secret(api: &FakeApiServer) -> Option<serde_json::Value> {
+    objects::<Secret>(api).into_iter().find(|secret| {
         secret.pointer("/metadata/name").and_then(serde_json::Value::as_str) == Some(CREDENTIALS)
-    })?;
+    })
+}
+
+fn secret_state(api: &FakeApiServer) -> Option<(Vec<String>, bool)> {
+    let secret = credentials_secret(api)?;
     let finalizers = secret
         .pointer("/metadata/finalizers")
         .and_then(serde_json::Value::as_array)
@@ -34,8 +38,14 @@ fn secret_state(api: &FakeApiServer) -> Option<(Vec<String>, bool)> {
     Some((finalizers, secret.pointer("/metadata/deletionTimestamp").is_some()))
 }
 
+/// The Secret has capms's finalizer and clusterctl's move label (so that `clusterctl move`
+/// takes it along: it is outside the cluster's owner chain).
 fn protected(api: &FakeApiServer) -> bool {
-    secret_state(api).is_some_and(|(finalizers, _)| finalizers.iter().any(|f| f == CREDENTIALS_FINALIZER))
+    let moves = credentials_secret(api)
+        .is_some_and(|secret| secret.pointer("/metadata/labels/clusterctl.cluster.x-k8s.io~1move").is_some());
+    moves
+        && secret_state(api)
+            .is_some_and(|(finalizers, _)| finalizers.iter().any(|f| f == CREDENTIALS_FINALIZER))
 }
 
 /// The manager without credentials of its own, a simulated metal-api over HTTP in real time,

@@ -34,6 +34,9 @@ pub const MANAGED_BY_ANNOTATION: &str = "cluster.x-k8s.io/managed-by";
 /// Annotation clusterctl sets on source objects it deletes during `clusterctl move`:
 /// the object goes away, its infrastructure must not.
 pub const DELETE_FOR_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
+/// Label that makes `clusterctl move` take an object outside every Cluster's owner chain along
+/// (a cluster's `credentialsRef` Secret).
+pub const MOVE_LABEL: &str = "clusterctl.cluster.x-k8s.io/move";
 /// Annotation a provider sets while it cannot pause yet; blocks `clusterctl move`.
 pub const BLOCK_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/block-move";
 /// Annotation of topology server-side-apply dry-runs on templates.
