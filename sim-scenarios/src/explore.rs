@@ -1,5 +1,6 @@
 //! Swarm exploration: every seed writes its own scenario (a cluster, a fault mix with some
-//! faults switched off entirely, a few disturbances, then healing), runs it, and requires that
+//! faults switched off entirely, a few disturbances (scaling, rolls, pauses, clusterctl move),
+//! then healing, and sometimes faults again while the cluster is deleted), runs it, and requires that
 //! the cluster converges after healing, deletes without leaks, never has two machines for one
 //! object, and never trips a safety check.
 //!
@@ -61,6 +62,9 @@ pub fn scenario_text(seed: u64) -> String {
         _ => {}
     }
     steps.push("run_until: { ready: swarm, within: 3h }".to_string());
+    if rng.random_bool(0.3) {
+        steps.extend(deletion_faults(&mut rng));
+    }
     steps.push("delete_cluster: { name: swarm }".to_string());
     steps.push("run_until: { gone: swarm, within: 2h }".to_string());
     // Two replicas at once may both allocate before either writes the providerID; the
@@ -103,11 +107,38 @@ fn fault_mix(rng: &mut ChaCha8Rng) -> Vec<String> {
     maybe(rng, 0.3, &|_| "stale_reads: { for: 10m }".to_string());
     maybe(rng, 0.3, &|rng| format!("lost_status_writes: {{ rate: {}, for: 20m }}", rate(rng, 0.3)));
     maybe(rng, 0.15, &|_| "second_replica: { for: 10m }".to_string());
+    maybe(rng, 0.15, &|rng| format!("stuck_provisioning: {{ rate: {}, for: 20m }}", rate(rng, 0.3)));
+    maybe(rng, 0.1, &|rng| format!("stale_metal_reads: {{ lag: {}s, for: 20m }}", rng.random_range(5..=60)));
+    maybe(rng, 0.1, &|rng| format!("late_writes: {{ rate: {}, for: 20m }}", rate(rng, 0.2)));
+    maybe(rng, 0.1, &|rng| format!("api_outage: {}m", rng.random_range(1..=5)));
+    maybe(rng, 0.1, &|rng| format!("capacity: {{ available: {}, for: 20m }}", rng.random_range(0..=3)));
+    faults
+}
+
+/// Faults that stay on while the cluster is deleted (a subset of the mix, drawn again).
+fn deletion_faults(rng: &mut ChaCha8Rng) -> Vec<String> {
+    let rate = |rng: &mut ChaCha8Rng, max: f64| (rng.random_range(0.01..max) * 100.0).round() / 100.0;
+    let mut faults = Vec::new();
+    if rng.random_bool(0.5) {
+        faults.push(format!("fault: {{ error_rate: {{ rate: {}, for: 20m }} }}", rate(rng, 0.3)));
+    }
+    if rng.random_bool(0.5) {
+        faults.push(format!("fault: {{ lost_responses: {{ rate: {}, for: 20m }} }}", rate(rng, 0.3)));
+    }
+    if rng.random_bool(0.3) {
+        faults.push(format!(
+            "fault: {{ operator_crash: {{ count: {}, within: 10m }} }}",
+            rng.random_range(1..=2)
+        ));
+    }
+    if rng.random_bool(0.3) {
+        faults.push("fault: { stale_reads: { for: 10m } }".to_string());
+    }
     faults
 }
 
 fn disturbance(rng: &mut ChaCha8Rng, control_plane: usize) -> Vec<String> {
-    match rng.random_range(0..5) {
+    match rng.random_range(0..6) {
         0 => vec![format!("scale_workers: {{ cluster: swarm, to: {} }}", rng.random_range(0..=4))],
         1 => vec!["roll_workers: { cluster: swarm, image: debian-13.0 }".to_string()],
         2 => vec![
@@ -116,6 +147,8 @@ fn disturbance(rng: &mut ChaCha8Rng, control_plane: usize) -> Vec<String> {
             "unpause_cluster: { cluster: swarm }".to_string(),
         ],
         3 => vec![format!("scale_control_plane: {{ cluster: swarm, to: {} }}", (control_plane % 3) + 1)],
+        // clusterctl move while the fault mix is still on (and back, on a second move).
+        4 => vec!["move_cluster: { cluster: swarm }".to_string()],
         _ => vec![format!("run_for: {}m", rng.random_range(1..=15))],
     }
 }
@@ -364,7 +397,34 @@ impl std::fmt::Display for Shard {
 
 #[cfg(test)]
 mod tests {
-    use super::Shard;
+    use super::{Shard, scenario_text};
+
+    /// The swarm reaches what the explorer must cover: moves, the newer metal-api faults,
+    /// outages, exhausted capacity, and faults still on while the cluster is deleted; each in
+    /// some of the first 200 seeds (the range the tests explore), none in all of them.
+    #[test]
+    fn the_swarm_covers_moves_new_faults_and_faults_during_deletion() {
+        let texts: Vec<String> = (0..200).map(scenario_text).collect();
+        // Faults between the last wait for readiness and the deletion.
+        let faulty_deletion = |text: &String| {
+            let (before_delete, _) = text.split_once("delete_cluster").unwrap_or_default();
+            let last_wait = before_delete.rsplit_once("run_until: { ready").map(|(_, rest)| rest);
+            last_wait.is_some_and(|rest| rest.contains("fault: {"))
+        };
+        let wanted: [(&str, &dyn Fn(&String) -> bool); 7] = [
+            ("move_cluster", &|t| t.contains("move_cluster")),
+            ("stuck_provisioning", &|t| t.contains("stuck_provisioning")),
+            ("stale_metal_reads", &|t| t.contains("stale_metal_reads")),
+            ("late_writes", &|t| t.contains("late_writes")),
+            ("api_outage", &|t| t.contains("api_outage")),
+            ("capacity", &|t| t.contains("capacity:")),
+            ("faults during deletion", &faulty_deletion),
+        ];
+        for (what, found) in wanted {
+            let seeds = texts.iter().filter(|text| found(text)).count();
+            assert!(seeds > 0 && seeds < texts.len(), "{what}: in {seeds} of {} seeds", texts.len());
+        }
+    }
 
     /// The shards of a sweep cover it exactly, in order, without overlap, with sizes that
     /// differ by at most one.
