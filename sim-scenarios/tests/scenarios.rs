@@ -66,6 +66,7 @@ scenarios!(
     a_cluster_whose_machines_are_gone_still_deletes,
     a_cluster_without_firewall_deletes_cleanly,
     a_cluster_moved_while_reconciles_are_in_flight_duplicates_nothing,
+    a_cluster_moved_while_machines_are_being_deleted_frees_nothing_while_paused,
     a_dead_machine_is_replaced_by_the_health_check,
     a_paused_cluster_is_not_taken_apart_until_unpaused,
     a_user_provided_control_plane_ip_is_never_freed,

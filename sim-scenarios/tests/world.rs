@@ -105,27 +105,40 @@ fn exploration_catches_the_canary_within_thirty_seeds() {
     assert!(first.shrunk.lines().count() < first.scenario.lines().count(), "shrinking removed nothing");
 }
 
-/// The canary of the block-move handshake: passes whose metal-api writes skip the gate keep
-/// allocating after clusterctl copied the cluster, under the source objects' UIDs, and the
-/// moved cluster allocates those machines again. The move scenario catches it within a few
-/// seeds (most of its seeds do); the correct glue passes the same seeds.
-#[test]
-fn a_move_while_reconciles_are_in_flight_catches_the_ungated_canary() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios/a_cluster_moved_while_reconciles_are_in_flight_duplicates_nothing.yaml");
+/// The first of seeds 0 to 19 at which the scenario `file` fails with the ungated canary (writes
+/// that skip the block-move gate), and the failure; the correct glue must pass that seed.
+fn ungated_canary_caught(file: &str) -> (u64, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(file);
     let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
     let ungated = OperatorConfig { variant: Variant::CanaryUngated, ..OperatorConfig::default() };
     let caught = (0..20).find_map(|seed| {
         let report = run_scenario_with(&scenario, Some(seed), ungated);
-        report.failure.map(|failure| (seed, failure))
+        report.failure.map(|failure| (seed, failure.reason))
     });
-    let (seed, failure) = caught.expect("the ungated canary went unnoticed for 20 seeds");
-    // A second machine for one object: seen by the checker, or by the count after the move.
-    assert!(
-        failure.reason.contains("machines"),
-        "seed {seed}: caught for another reason: {}",
-        failure.reason
-    );
+    let (seed, reason) =
+        caught.unwrap_or_else(|| panic!("{file}: the ungated canary went unnoticed for 20 seeds"));
     let correct = run_scenario_with(&scenario, Some(seed), OperatorConfig::default());
     assert!(correct.passed(), "{correct}");
+    (seed, reason)
+}
+
+/// The canary of the block-move handshake, allocating: passes that skip the gate keep
+/// allocating after clusterctl copied the cluster, under the source objects' UIDs, and the
+/// moved cluster allocates those machines again.
+#[test]
+fn a_move_while_reconciles_are_in_flight_catches_the_ungated_canary() {
+    let (seed, reason) =
+        ungated_canary_caught("a_cluster_moved_while_reconciles_are_in_flight_duplicates_nothing.yaml");
+    // A second machine for one object: seen by the checker, or by the count after the move.
+    assert!(reason.contains("machines"), "seed {seed}: caught for another reason: {reason}");
+}
+
+/// The canary of the block-move handshake, freeing: frees of deleting Machines that skip the
+/// gate land while clusterctl has the cluster paused.
+#[test]
+fn a_move_while_machines_are_being_deleted_catches_the_ungated_canary() {
+    let (seed, reason) = ungated_canary_caught(
+        "a_cluster_moved_while_machines_are_being_deleted_frees_nothing_while_paused.yaml",
+    );
+    assert!(reason.contains("of paused cluster"), "seed {seed}: caught for another reason: {reason}");
 }
