@@ -583,6 +583,46 @@ fn network_free_is_retried_while_metal_api_releases_the_ips_of_freed_machines() 
     assert!(!fixture.network_exists(&network));
 }
 
+/// An allocation that landed after its client gave up, for a MetalStackMachine deleted since:
+/// nothing else would ever free it, and its IPs would hold the node network for ever. The
+/// cluster's deletion frees it; a machine of the cluster without an object's tag (not capms's
+/// allocation for an object) is left alone.
+#[test]
+fn deletion_frees_a_machine_left_over_from_a_deleted_object_before_the_network() {
+    let mut fixture = Fixture::new();
+    fixture.provision();
+    let network = fixture.object.spec.node_network_id.clone().expect("network");
+    let cluster = cluster_identity();
+    let gone = tags::ObjectRef::new(NAMESPACE, "prod-md-7", "deleted-uid");
+    let allocate = |name: &str, tags: Vec<String>| {
+        let request = MachineAllocateRequest {
+            project_id: PROJECT.into(),
+            partition_id: PARTITION.into(),
+            size_id: SIZE.into(),
+            image_id: IMAGE.into(),
+            name: name.into(),
+            networks: vec![NetworkRequest::auto(&network)],
+            tags,
+            ..Default::default()
+        };
+        block_on(fixture.sim.backend().allocate_machine(&request)).expect("allocates")
+    };
+    let left_over = allocate(
+        "prod-md-7",
+        tags::allocation_tags(&cluster, &gone, tags::MACHINE_RESOURCE, tags::Purpose::Worker),
+    );
+    let foreign = allocate("someone-elses", vec![tags::cluster_id_tag(&cluster)]);
+    fixture.delete();
+
+    let first = fixture.pass();
+
+    let allocated = |id: &str| fixture.sim.machines().iter().any(|m| m.id == id && m.allocation.is_some());
+    assert!(!allocated(&left_over.id), "the left-over machine is freed");
+    assert!(allocated(&foreign.id), "a machine without an object's tag is not capms's to free");
+    assert!(first.events.iter().any(|e| e.message.contains(&left_over.id)), "{:?}", first.events);
+    assert!(fixture.network_exists(&network), "the foreign machine's IPs still hold the network");
+}
+
 #[test]
 fn deletion_without_a_firewall_spec_completes() {
     let mut fixture = Fixture::new();

@@ -18,10 +18,13 @@
 //! Expected flow, in this order, each step waiting for the previous one:
 //! 1. every MetalStackMachine of the cluster is gone (CAPI deletes them first);
 //! 2. the MetalStackFirewall is deleted and gone (its own finalizer frees the firewall);
-//! 3. control-plane IPs carrying the cluster's ownership tags are freed;
-//! 4. node networks carrying the cluster's ownership labels are freed, retried while
+//! 3. machines and firewalls still carrying the cluster's and an object's tags are freed: their
+//!    objects are gone, so they are left over (an allocation that landed after its client gave
+//!    up, for an object deleted since);
+//! 4. control-plane IPs carrying the cluster's ownership tags are freed;
+//! 5. node networks carrying the cluster's ownership labels are freed, retried while
 //!    metal-api still releases the IPs of freed machines;
-//! 5. the finalizer is removed.
+//! 6. the finalizer is removed.
 //!
 //! Guarantees: a user-provided network or IP carries none of capms's tags and is never freed;
 //! nothing is freed while paused; deletion for `clusterctl move` removes the finalizer and
@@ -38,7 +41,9 @@ use crate::api::{
 };
 use crate::backend::MetalBackend;
 use crate::error::{BackendError, ErrorKind};
-use crate::metal::{IpAllocateRequest, IpQuery, IpType, NetworkAllocateRequest, NetworkQuery};
+use crate::metal::{
+    IpAllocateRequest, IpQuery, IpType, Machine, MachineQuery, NetworkAllocateRequest, NetworkQuery,
+};
 use crate::reconcile::deletion;
 use crate::reconcile::events::{Event, EventReason};
 use crate::reconcile::facts::ClusterFacts;
@@ -47,6 +52,13 @@ use crate::reconcile::{Control, FinalizerAction, Requeue};
 use crate::tags::{self, ObjectRef, Purpose};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Whether capms allocated `machine` for a MetalStackMachine or MetalStackFirewall.
+fn allocated_for_an_object(machine: &Machine) -> bool {
+    [tags::MACHINE_RESOURCE, tags::FIREWALL_RESOURCE]
+        .iter()
+        .any(|key| tags::value(&machine.tags, key).is_some())
+}
 
 /// How long a firewall may be dead, crash-looping or freed by someone else before the cluster
 /// replaces it.
@@ -568,8 +580,34 @@ impl Run<'_, '_> {
                 requeue: Some(Duration::from_secs(5)),
             });
         }
+        self.free_orphaned_machines(backend).await?;
         self.free_control_plane_ips(backend).await?;
         self.free_node_networks(backend).await
+    }
+
+    /// Frees capms's machines and firewalls of this cluster that outlived their objects (a
+    /// write that landed after its client gave up, for an object deleted since). By now every
+    /// MetalStackMachine and the MetalStackFirewall are gone, so whatever still carries the
+    /// cluster's and an object's tags is an orphan, and its IPs would hold the node network.
+    async fn free_orphaned_machines(&mut self, backend: &dyn MetalBackend) -> Result<(), Pending> {
+        let cluster = self.identity();
+        let query = MachineQuery {
+            tags: vec![tags::cluster_id_tag(&cluster), tags::tag(tags::CLUSTER_RESOURCE, &cluster.key())],
+            allocation_project: Some(self.spec().project_id.clone()),
+            ..MachineQuery::default()
+        };
+        let found = backend.find_machines(&query).await.map_err(|error| self.deletion_failed(&error))?;
+        for machine in found.iter().filter(|machine| allocated_for_an_object(machine)) {
+            match backend.free_machine(&machine.id).await {
+                Ok(_) => {
+                    let message = format!("freed machine {}, left over from a deleted object", machine.id);
+                    self.outcome.events.push(Event::normal(EventReason::Freed, message));
+                }
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(self.deletion_failed(&error)),
+            }
+        }
+        Ok(())
     }
 
     fn deletion_failed(&mut self, error: &BackendError) -> Pending {
