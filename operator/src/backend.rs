@@ -10,9 +10,10 @@
 use crate::error::OperatorError;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
-use capms_backend_metal::{HmacAuthType, MetalClient, MetalConfig};
+use capms_backend_metal::{ConfigError, HmacAuthType, MetalClient, MetalConfig};
 use capms_core::api::MetalStackCluster;
 use capms_core::backend::BackendResult;
+use capms_core::glue::{CredentialsError, CredentialsProblem};
 use capms_core::metal::{FirewallAllocateRequest, MachineAllocateRequest};
 use capms_core::secret::SecretString;
 use capms_core::{BackendError, MetalBackend, Operation};
@@ -178,21 +179,33 @@ fn secret_value(secret: &Secret, keys: &[&str]) -> Option<String> {
     })
 }
 
-/// Builds a metal-api client configuration from a credentials Secret.
-pub fn config_from_secret(secret: &Secret) -> Result<MetalConfig, String> {
-    let url = secret_value(secret, &["url", "METAL_API_URL"]).ok_or("has no key url (or METAL_API_URL)")?;
+/// Builds a metal-api client configuration from a credentials Secret; what is wrong with it
+/// otherwise, naming keys, never values.
+pub fn config_from_secret(secret: &Secret) -> Result<MetalConfig, CredentialsProblem> {
+    let url = secret_value(secret, &["url", "METAL_API_URL"]).ok_or(CredentialsProblem::UrlMissing)?;
     let config = MetalConfig::new(url);
     if let Some(token) = secret_value(secret, &["token", "METAL_API_TOKEN"]) {
         return Ok(config.with_bearer(SecretString::new(token)));
     }
-    let hmac = secret_value(secret, &["hmac", "METAL_API_HMAC"]).ok_or("has neither key hmac nor token")?;
-    let auth_type = secret_value(secret, &["hmacAuthType", "METAL_API_HMAC_AUTH_TYPE"]);
-    let auth_type = match auth_type {
+    let hmac =
+        secret_value(secret, &["hmac", "METAL_API_HMAC"]).ok_or(CredentialsProblem::AuthenticationMissing)?;
+    let auth_type = match secret_value(secret, &["hmacAuthType", "METAL_API_HMAC_AUTH_TYPE"]) {
         None => HmacAuthType::Edit,
-        Some(value) => HmacAuthType::parse(&value)
-            .ok_or_else(|| format!("hmacAuthType {value:?} is not Metal-View, Metal-Edit or Metal-Admin"))?,
+        Some(value) => HmacAuthType::parse(&value).ok_or_else(|| CredentialsProblem::KeyInvalid {
+            key: "hmacAuthType",
+            problem: "it must be Metal-View, Metal-Edit or Metal-Admin".to_string(),
+        })?,
     };
     Ok(config.with_hmac(SecretString::new(hmac), auth_type))
+}
+
+/// What a client configuration that cannot be built means for its Secret.
+fn client_problem(error: ConfigError) -> CredentialsProblem {
+    match error {
+        // The reason never quotes the URL (it says what is wrong with it).
+        ConfigError::BaseUrl { reason, .. } => CredentialsProblem::KeyInvalid { key: "url", problem: reason },
+        other => CredentialsProblem::Unusable { problem: other.to_string() },
+    }
 }
 
 /// The backends of the manager: the default one and those of clusters with own credentials.
@@ -244,29 +257,38 @@ impl Backends {
         &self,
         metal_cluster: Option<&MetalStackCluster>,
     ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
-        Ok(self.resolve(metal_cluster).await?.0)
+        let secret = match metal_cluster {
+            Some(cluster) => self.credentials_secret(cluster).await?,
+            None => None,
+        };
+        self.backend(metal_cluster, secret.as_ref())
     }
 
-    /// The backend for objects of `metal_cluster`, and the credentials Secret it was built
-    /// from if the cluster names one.
-    pub async fn resolve(
+    /// The credentials Secret `cluster` names, read live; `None` if it names none.
+    pub async fn credentials_secret(
         &self,
-        metal_cluster: Option<&MetalStackCluster>,
-    ) -> Result<(Arc<dyn MetalBackend>, Option<Secret>), OperatorError> {
-        let reference =
-            metal_cluster.and_then(|cluster| Some((cluster, cluster.spec.credentials_ref.as_ref()?)));
-        let Some((cluster, reference)) = reference else {
-            let backend = self.default.clone().ok_or(OperatorError::NoCredentials)?;
-            return Ok((backend, None));
-        };
+        cluster: &MetalStackCluster,
+    ) -> Result<Option<Secret>, OperatorError> {
+        let Some(reference) = cluster.spec.credentials_ref.as_ref() else { return Ok(None) };
         let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
         let secrets: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &namespace);
-        let secret = secrets.get(&reference.name).await.map_err(|error| OperatorError::Credentials {
-            secret: format!("{namespace}/{}", reference.name),
-            reason: error.to_string(),
-        })?;
-        let backend = self.backend_of_secret(&namespace, &reference.name, &secret)?;
-        Ok((backend, Some(secret)))
+        match secrets.get_opt(&reference.name).await? {
+            Some(secret) => Ok(Some(secret)),
+            None => Err(credentials_error(cluster, CredentialsProblem::SecretMissing).into()),
+        }
+    }
+
+    /// The backend for objects of `metal_cluster`, whose credentials Secret (if it names one)
+    /// is `secret`: the default backend if it names none.
+    pub fn backend(
+        &self,
+        metal_cluster: Option<&MetalStackCluster>,
+        secret: Option<&Secret>,
+    ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
+        match (metal_cluster, secret) {
+            (Some(cluster), Some(secret)) => self.backend_of_secret(cluster, secret),
+            _ => self.default.clone().ok_or(OperatorError::NoCredentials),
+        }
     }
 
     /// Drops the client built from the Secret `namespace/name` (no cluster names it any more).
@@ -279,16 +301,16 @@ impl Backends {
 
     fn backend_of_secret(
         &self,
-        namespace: &str,
-        name: &str,
+        cluster: &MetalStackCluster,
         secret: &Secret,
     ) -> Result<Arc<dyn MetalBackend>, OperatorError> {
         let digest = data_digest(secret);
-        let key = (namespace.to_string(), name.to_string());
-        let failed =
-            |reason: String| OperatorError::Credentials { secret: format!("{namespace}/{name}"), reason };
-        let mut cache =
-            self.per_secret.lock().map_err(|_| failed("the client cache is poisoned".to_string()))?;
+        let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+        let key = (namespace, secret.metadata.name.clone().unwrap_or_default());
+        let failed = |problem| OperatorError::from(credentials_error(cluster, problem));
+        let poisoned =
+            || CredentialsProblem::Unusable { problem: "the client cache is poisoned".to_string() };
+        let mut cache = self.per_secret.lock().map_err(|_| failed(poisoned()))?;
         let now = Instant::now();
         cache.retain(|_, cached| now.duration_since(cached.used) < CLIENT_IDLE_MAX);
         self.metrics.credentials_clients.set(gauge_value(cache.len()));
@@ -299,12 +321,27 @@ impl Backends {
             return Ok(cached.backend.clone());
         }
         let config = config_from_secret(secret).map_err(failed)?;
-        let client = MetalClient::new(config).map_err(|error| failed(error.to_string()))?;
+        let client = MetalClient::new(config).map_err(|error| failed(client_problem(error)))?;
         let backend: Arc<dyn MetalBackend> =
             Arc::new(Instrumented::new(Arc::new(client), self.metrics.clone(), self.limiter.clone()));
         cache.insert(key, CachedBackend { digest, backend: backend.clone(), used: now });
         self.metrics.credentials_clients.set(gauge_value(cache.len()));
         Ok(backend)
+    }
+}
+
+/// The error of `cluster`'s credentials Secret.
+fn credentials_error(cluster: &MetalStackCluster, problem: CredentialsProblem) -> CredentialsError {
+    CredentialsError {
+        namespace: cluster.metadata.namespace.clone().unwrap_or_default(),
+        secret: cluster
+            .spec
+            .credentials_ref
+            .as_ref()
+            .map(|reference| reference.name.clone())
+            .unwrap_or_default(),
+        cluster: cluster.metadata.name.clone().unwrap_or_default(),
+        problem,
     }
 }
 
@@ -409,23 +446,39 @@ mod tests {
 
     #[test]
     fn incomplete_credentials_say_what_is_missing() {
+        assert_eq!(config_from_secret(&secret(&[("hmac", "k")])).err(), Some(CredentialsProblem::UrlMissing));
         assert_eq!(
-            config_from_secret(&secret(&[("hmac", "k")])).err().as_deref(),
-            Some("has no key url (or METAL_API_URL)")
-        );
-        assert_eq!(
-            config_from_secret(&secret(&[("url", "http://m")])).err().as_deref(),
-            Some("has neither key hmac nor token")
+            config_from_secret(&secret(&[("url", "http://m")])).err(),
+            Some(CredentialsProblem::AuthenticationMissing)
         );
         let wrong_type = secret(&[("url", "http://m"), ("hmac", "k"), ("hmacAuthType", "root")]);
-        assert!(config_from_secret(&wrong_type).is_err_and(|error| error.contains("root")));
+        assert!(matches!(
+            config_from_secret(&wrong_type),
+            Err(CredentialsProblem::KeyInvalid { key: "hmacAuthType", .. })
+        ));
+    }
+
+    #[test]
+    fn an_invalid_url_names_the_key_not_the_value() {
+        let relative = secret(&[("url", "metal-api.internal/metal"), ("hmac", "k")]);
+        let problem = config_from_secret(&relative)
+            .map_err(|problem| problem.to_string())
+            .and_then(|config| MetalClient::new(config).map_err(|error| client_problem(error).to_string()))
+            .err()
+            .unwrap_or_default();
+        assert!(problem.starts_with("has an invalid key url"), "{problem}");
+        assert!(!problem.contains("metal-api.internal"), "{problem}");
     }
 
     #[test]
     fn error_messages_of_secrets_never_contain_the_key() {
         let wrong_type =
             secret(&[("url", "http://m"), ("hmac", "very-secret-key"), ("hmacAuthType", "root")]);
-        let error = config_from_secret(&wrong_type).err().unwrap_or_default();
-        assert!(!error.contains("very-secret-key"));
+        let error =
+            config_from_secret(&wrong_type).err().map(|problem| problem.to_string()).unwrap_or_default();
+        assert!(
+            !error.is_empty() && !error.contains("very-secret-key") && !error.contains("root"),
+            "{error}"
+        );
     }
 }

@@ -13,6 +13,12 @@
 //! ([`crate::credentials`]): it watches Secrets with its label, and MetalStackClusters being
 //! deleted.
 //!
+//! A credentials Secret that is missing or unusable fails the pass of every object that needs
+//! it; the failure is reported on that object first (core's [`glue::credentials`]: Ready
+//! False, reason `CredentialsInvalid`, a Warning event). The cluster controller also watches
+//! the labelled Secrets (metadata only), so that a fixed Secret reconciles the clusters that
+//! name it at once ([`glue::triggers::clusters_naming_secret`]).
+//!
 //! All watches are limited to `--namespace` if given, and all but the Secrets' to
 //! `--watch-filter` if given.
 
@@ -304,6 +310,24 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     Action::requeue(retry)
 }
 
+/// Reports a cluster's unusable credentials on `object` (core's
+/// [`glue::credentials::report`]: Ready False, a Warning event when that is new) and fails the
+/// pass with them; any other result passes through.
+async fn reported<K, T>(
+    context: &Context,
+    object: &K,
+    result: Result<T, OperatorError>,
+) -> Result<T, OperatorError>
+where
+    K: Reconciled + Resource<Scope = NamespaceResourceScope> + Debug,
+{
+    let Err(OperatorError::Credentials(error)) = result else { return result };
+    let plan = glue::credentials::report(object, &error, context.clock.now());
+    let mut writer = context.writer::<K>(object.meta());
+    glue::execute(&mut writer, object, &plan, None, &Settled::default()).await?;
+    Err(error.into())
+}
+
 /// Runs the glue's plan for `object` through the kube writer.
 async fn execute<K>(
     context: &Context,
@@ -342,7 +366,8 @@ async fn machine_pass(object: &MetalStackMachine, context: &Context) -> Result<A
         None => None,
     };
     let bootstrap = glue::gather::bootstrap(facts.bootstrap_secret.as_deref(), secret.as_ref());
-    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await;
+    let backend = reported(context, object, backend).await?;
     let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
     let now = context.clock.now();
     let input = MachineInput {
@@ -394,10 +419,12 @@ async fn reconcile_metal_cluster(
 
 async fn cluster_pass(object: &MetalStackCluster, context: &Context) -> Result<Action, OperatorError> {
     let inputs = glue::gather::cluster(&context.caches, object);
-    let (backend, credentials) = context.backends.resolve(Some(object)).await?;
-    if let Some(secret) = &credentials {
+    // A Secret that exists is protected even if unusable: its label makes its fix trigger us.
+    let secret = reported(context, object, context.backends.credentials_secret(object).await).await?;
+    if let Some(secret) = &secret {
         protect_credentials(context, object, secret).await;
     }
+    let backend = reported(context, object, context.backends.backend(Some(object), secret.as_ref())).await?;
     let now = context.clock.now();
     let input = ClusterInput {
         metal_cluster: object,
@@ -440,6 +467,8 @@ fn cluster_controller(
 ) -> Controller<MetalStackCluster> {
     let caches = context.caches.clone();
     let (by_firewall, by_cluster) = (caches.clone(), caches.clone());
+    let metal_clusters = caches.metal_clusters.clone();
+    let protected = watcher::Config::default().labels(credentials::CREDENTIALS_LABEL);
     Controller::for_shared_stream(streams.metal_clusters.take(), caches.metal_clusters.clone())
         .with_config(scope.controller_config())
         .watches_shared_stream(streams.firewalls.take(), move |firewall| {
@@ -447,6 +476,14 @@ fn cluster_controller(
         })
         .watches_shared_stream(streams.clusters.take(), move |cluster| {
             requests(&by_cluster, Changed::Cluster(&cluster), Kind::Cluster)
+        })
+        // Every change of a protected credentials Secret (metadata only; a change of its data
+        // changes its resourceVersion), so that a fixed Secret is used at once.
+        .watches(scope.api::<SecretMeta>(&context.client), protected, move |secret| {
+            let clusters = metal_clusters.state();
+            glue::triggers::clusters_naming_secret(&secret.metadata, clusters.iter().map(AsRef::as_ref))
+                .into_iter()
+                .map(|Target { key, .. }| ObjectRef::new(&key.name).within(&key.namespace))
         })
 }
 
@@ -463,7 +500,8 @@ async fn reconcile_metal_firewall(
 
 async fn firewall_pass(object: &MetalStackFirewall, context: &Context) -> Result<Action, OperatorError> {
     let facts = glue::gather::firewall(&context.caches, object);
-    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await?;
+    let backend = context.backends.for_cluster(facts.metal_cluster.as_deref()).await;
+    let backend = reported(context, object, backend).await?;
     let metal_cluster = facts.metal_cluster.as_deref().map(MetalClusterFacts::of);
     let now = context.clock.now();
     let input = FirewallInput {

@@ -3,12 +3,13 @@
 //! A MetalStackCluster with `spec.credentialsRef` needs its Secret until its last metal-api
 //! object is freed. Deleting a namespace deletes the Secret and the cluster at once: without
 //! protection the Secret goes first, every later reconcile fails with "credentials Secret …
-//! not found", the cluster's finalizer never finishes, the namespace stays Terminating and the
+//! does not exist", the cluster's finalizer never finishes, the namespace stays Terminating and the
 //! machines stay allocated.
 //!
 //! Expected flow:
 //! 1. The cluster controller reads the Secret of a MetalStackCluster (every reconcile does, to
-//!    build its client) and, if the Secret is not being deleted, adds [`CREDENTIALS_FINALIZER`]
+//!    build its client) and, if the Secret is not being deleted (usable or not: its label also
+//!    makes a fix of it reconcile the cluster at once), adds [`CREDENTIALS_FINALIZER`]
 //!    and the label [`CREDENTIALS_LABEL`] when they are missing ([`protect`]), and CAPI's
 //!    [`MOVE_LABEL`], so that `clusterctl move` takes the Secret along with the cluster (it is
 //!    outside the cluster's owner chain; without it the moved cluster cannot reach metal-api).

@@ -3,7 +3,7 @@
 //! turn them into conditions and requeues. What fails here is talking to Kubernetes and
 //! configuration.
 
-use capms_core::glue::{FailureClass, WriteError};
+use capms_core::glue::{CredentialsError, FailureClass, WriteError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,10 @@ pub enum OperatorError {
         "no metal-api credentials: set METAL_API_URL and METAL_API_HMAC (or METAL_API_TOKEN), or spec.credentialsRef on the MetalStackCluster"
     )]
     NoCredentials,
-    /// A cluster's credentials Secret is unusable. Never contains the Secret's values.
-    #[error("credentials Secret {secret} {reason}")]
-    Credentials { secret: String, reason: String },
+    /// A cluster's credentials Secret is missing or unusable (reported on the objects by
+    /// core's [`capms_core::glue::credentials`]). Never contains the Secret's values.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 impl OperatorError {
@@ -30,7 +31,8 @@ impl OperatorError {
         match self {
             OperatorError::Kubernetes(error) => crate::apply::write_error_of(error).class(),
             OperatorError::Write(error) => error.class(),
-            OperatorError::NoCredentials | OperatorError::Credentials { .. } => FailureClass::Auth,
+            OperatorError::Credentials(error) => error.class(),
+            OperatorError::NoCredentials => FailureClass::Auth,
         }
     }
 

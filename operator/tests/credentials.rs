@@ -211,3 +211,118 @@ async fn a_secret_shared_by_two_clusters_stays_protected_until_the_last_is_gone(
     .await;
     env.stop().await.expect("the manager stops cleanly");
 }
+
+/// The Ready condition of the object named `name` among `objects`: status, reason and message.
+fn ready_of(objects: Vec<serde_json::Value>, name: &str) -> Option<(String, String, String)> {
+    let object = objects
+        .into_iter()
+        .find(|object| object.pointer("/metadata/name").and_then(serde_json::Value::as_str) == Some(name))?;
+    let conditions = object.pointer("/status/conditions")?.as_array()?.clone();
+    let ready = conditions.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))?;
+    let field = |key: &str| ready.get(key).and_then(|value| value.as_str()).unwrap_or_default().to_string();
+    Some((field("status"), field("reason"), field("message")))
+}
+
+/// True once the object's Ready is False with reason `CredentialsInvalid` and a message that
+/// contains every one of `words`.
+fn credentials_invalid(ready: Option<(String, String, String)>, words: &[&str]) -> bool {
+    ready.is_some_and(|(status, reason, message)| {
+        status == "False" && reason == "CredentialsInvalid" && words.iter().all(|word| message.contains(word))
+    })
+}
+
+/// The notes of the Warning events with reason `CredentialsInvalid` about `kind` `name`.
+fn credentials_warnings(api: &FakeApiServer, kind: &str, name: &str) -> Vec<String> {
+    api.events()
+        .into_iter()
+        .filter(|event| event.event_type == "Warning" && event.reason == "CredentialsInvalid")
+        .filter(|event| event.regarding_kind == kind && event.regarding_name == name)
+        .map(|event| event.note)
+        .collect()
+}
+
+/// A credentials Secret with `pairs` as its data.
+async fn create_secret(env: &Env, name: &str, pairs: &[(&str, &str)]) {
+    let data = pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), k8s_openapi::ByteString(value.as_bytes().to_vec())))
+        .collect();
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() },
+        data: Some(data),
+        ..Secret::default()
+    };
+    env.api::<Secret>().create(&PostParams::default(), &secret).await.expect("the Secret is created");
+}
+
+/// A Secret without `url`: the MetalStackCluster and its MetalStackMachine say so in Ready
+/// (reason `CredentialsInvalid`) and in a Warning event that names the Secret and the key and
+/// never the key's value. Adding the url clears it at once (the Secret's change triggers the
+/// cluster), not after the retry's backoff.
+#[tokio::test]
+async fn a_credentials_secret_without_url_is_reported_on_the_objects_until_it_is_fixed() {
+    let clock = Clock::wall();
+    let sim = support::datacenter(&clock);
+    drive_sim(sim.clone(), clock.clone());
+    let url = metal_api(sim.clone(), HMAC_KEY, None).await;
+    let env = Env::start_with(management_cluster(), sim, None, clock).await;
+    create_secret(&env, CREDENTIALS, &[("hmac", HMAC_KEY)]).await;
+    let capi = Capi { env: &env };
+    let cluster = capi.create_cluster_with_credentials("omega", false, false, Some(CREDENTIALS)).await;
+    capi.create_machine(&cluster, "omega-md-0", false).await;
+    let secret = format!("default/{CREDENTIALS}");
+    let words = [secret.as_str(), "url"];
+    wait_real(&env, "the cluster and its machine report the Secret without url", |api| {
+        credentials_invalid(ready_of(objects::<MetalStackCluster>(api), "omega"), &words)
+            && credentials_invalid(ready_of(objects::<MetalStackMachine>(api), "omega-md-0"), &words)
+            && !credentials_warnings(api, "MetalStackCluster", "omega").is_empty()
+            && !credentials_warnings(api, "MetalStackMachine", "omega-md-0").is_empty()
+    })
+    .await;
+    for note in credentials_warnings(&env.api, "MetalStackCluster", "omega") {
+        assert!(note.contains(&secret) && note.contains("url"), "{note}");
+        assert!(!note.contains(HMAC_KEY), "the event shows the key: {note}");
+    }
+    let objects_text = format!("{:?}", objects::<MetalStackCluster>(&env.api));
+    assert!(!objects_text.contains(HMAC_KEY), "the status shows the key");
+
+    let fix = serde_json::json!({"stringData": {"url": url}});
+    let params = kube::api::PatchParams::default();
+    env.api::<Secret>().patch(CREDENTIALS, &params, &kube::api::Patch::Merge(&fix)).await.expect("fixed");
+    let cleared = env
+        .api
+        .wait_until(capms_fake_apiserver::WaitBound::Timeout(Duration::from_secs(20)), |api| {
+            ready_of(objects::<MetalStackCluster>(api), "omega")
+                .is_some_and(|(_, reason, _)| reason != "CredentialsInvalid")
+        })
+        .await;
+    assert!(cleared.is_ok(), "the fixed Secret is not noticed within 20 s:\n{}", env.describe());
+    capi.wait_and_sync_cluster("omega").await;
+    wait_real(&env, "the machine is allocated with the fixed credentials", machine_allocated).await;
+    env.stop().await.expect("the manager stops cleanly");
+}
+
+/// A Secret that does not exist: Ready False with `CredentialsInvalid` and a Warning event
+/// naming the Secret; once the Secret is created, the next retry (at most 5 min later) gets
+/// past the credentials.
+#[tokio::test(start_paused = true)]
+async fn a_missing_credentials_secret_is_reported_on_the_cluster_until_it_exists() {
+    let env = Env::start().await;
+    let capi = Capi { env: &env };
+    capi.create_cluster_with_credentials("psi", false, false, Some("not-there")).await;
+    let words = ["default/not-there", "does not exist"];
+    env.wait("the cluster reports the missing Secret", |api| {
+        credentials_invalid(ready_of(objects::<MetalStackCluster>(api), "psi"), &words)
+            && !credentials_warnings(api, "MetalStackCluster", "psi").is_empty()
+    })
+    .await;
+    // Nothing listens on the discard port: the cluster gets past its credentials and fails to
+    // reach metal-api instead.
+    create_secret(&env, "not-there", &[("url", "http://127.0.0.1:9/metal"), ("token", "psi-token")]).await;
+    env.wait("the cluster no longer reports its credentials", |api| {
+        ready_of(objects::<MetalStackCluster>(api), "psi")
+            .is_some_and(|(_, reason, _)| reason != "CredentialsInvalid")
+    })
+    .await;
+    env.stop().await.expect("the manager stops cleanly");
+}

@@ -153,6 +153,10 @@ pub enum Reason {
     AuthFailed,
     /// Permanent: the spec cannot work as it is (unknown size, image, network, bad rules).
     InvalidConfiguration,
+    /// The cluster's `spec.credentialsRef` Secret is missing or unusable (no `url`, neither
+    /// `hmac` nor `token`, an invalid `hmacAuthType`); the message names the Secret and the key
+    /// to fix, never a value. Retried slowly, and at once when the Secret changes.
+    CredentialsInvalid,
     /// Allocated; the machine installs its image.
     Provisioning,
     /// The machine's latest provisioning event is `Phoned Home`.
@@ -172,7 +176,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Ready,
         Reason::NotReady,
         Reason::Paused,
@@ -194,6 +198,7 @@ impl Reason {
         Reason::BackendUnavailable,
         Reason::AuthFailed,
         Reason::InvalidConfiguration,
+        Reason::CredentialsInvalid,
         Reason::Provisioning,
         Reason::PhonedHome,
         Reason::Alive,
@@ -227,6 +232,7 @@ impl Reason {
             Reason::BackendUnavailable => "BackendUnavailable",
             Reason::AuthFailed => "AuthFailed",
             Reason::InvalidConfiguration => "InvalidConfiguration",
+            Reason::CredentialsInvalid => "CredentialsInvalid",
             Reason::Provisioning => "Provisioning",
             Reason::PhonedHome => "PhonedHome",
             Reason::Alive => "Alive",

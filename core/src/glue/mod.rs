@@ -14,12 +14,14 @@
 //! 5. [`retry`]: when to run again: the reconciler's requeue, the resync, or the retry of a
 //!    failed pass with per-object exponential backoff.
 //!
-//! [`triggers`] maps a watched object's change to the reconciles it triggers.
+//! [`triggers`] maps a watched object's change to the reconciles it triggers; [`credentials`]
+//! reports a cluster's unusable credentials Secret on the objects that need it.
 //!
 //! What stays outside: the transport (watches, reflectors, the kube client, the simulator's
 //! store and its faults), the choice of metal-api credentials, and the clock and jitter, which
 //! enter as values.
 
+pub mod credentials;
 pub mod execute;
 pub mod gate;
 pub mod gather;
@@ -28,6 +30,7 @@ pub mod plan;
 pub mod retry;
 pub mod triggers;
 
+pub use credentials::{CredentialsError, CredentialsProblem};
 pub use execute::{Writer, execute};
 pub use gate::{Apiserver, Gate, Settled};
 pub use objects::{Kind, ObjectKey, Objects, Target};

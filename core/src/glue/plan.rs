@@ -17,7 +17,7 @@ use crate::reconcile::machine::Variant;
 use crate::reconcile::{
     ClusterOutcome, Event, FinalizerAction, FirewallChild, FirewallOutcome, MachineOutcome, Requeue,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -27,11 +27,13 @@ use std::collections::BTreeMap;
 pub trait Reconciled:
     kube_core::Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Send + Sync
 {
-    type Status: Clone + PartialEq + Serialize + Send + Sync + std::fmt::Debug;
+    type Status: Clone + PartialEq + Default + Serialize + Send + Sync + std::fmt::Debug;
     /// capms's finalizer on this kind.
     const FINALIZER: &'static str;
     fn status(&self) -> Option<&Self::Status>;
     fn set_status(&mut self, status: Self::Status);
+    /// The conditions of a status of this kind.
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
 }
 
 impl Reconciled for MetalStackMachine {
@@ -42,6 +44,9 @@ impl Reconciled for MetalStackMachine {
     }
     fn set_status(&mut self, status: Self::Status) {
         self.status = Some(status);
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
     }
 }
 
@@ -54,6 +59,9 @@ impl Reconciled for MetalStackCluster {
     fn set_status(&mut self, status: Self::Status) {
         self.status = Some(status);
     }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
 }
 
 impl Reconciled for MetalStackFirewall {
@@ -64,6 +72,9 @@ impl Reconciled for MetalStackFirewall {
     }
     fn set_status(&mut self, status: Self::Status) {
         self.status = Some(status);
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
     }
 }
 

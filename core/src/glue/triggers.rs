@@ -7,6 +7,9 @@
 //!   `infrastructureRef`).
 //! - MetalStackFirewall: itself; its MetalStackCluster; that cluster's Cluster.
 //!
+//! - A credentials Secret capms protects: the MetalStackClusters that name it
+//!   ([`clusters_naming_secret`]; a fixed Secret clears their `CredentialsInvalid` at once).
+//!
 //! A MetalStackCluster waiting for its machines to go requeues itself (core's cluster
 //! reconciler), so a MetalStackMachine's deletion does not trigger it.
 //!
@@ -116,6 +119,23 @@ pub fn triggered_all(objects: &impl Objects, changed: Changed<'_>) -> Vec<Target
         .collect()
 }
 
+/// The MetalStackCluster reconciles that a change of the Secret of `secret` (its metadata)
+/// triggers: those among `clusters` in its namespace whose `spec.credentialsRef` names it.
+pub fn clusters_naming_secret<'a>(
+    secret: &ObjectMeta,
+    clusters: impl IntoIterator<Item = &'a MetalStackCluster>,
+) -> Vec<Target> {
+    let names = |cluster: &&MetalStackCluster| {
+        cluster.metadata.namespace == secret.namespace
+            && cluster.spec.credentials_ref.as_ref().map(|reference| &reference.name) == secret.name.as_ref()
+    };
+    clusters
+        .into_iter()
+        .filter(names)
+        .map(|cluster| Target::new(Kind::Cluster, ObjectKey::of(&cluster.metadata)))
+        .collect()
+}
+
 /// The object an `infrastructureRef` of kind `kind` names, in the referrer's namespace.
 fn infrastructure(
     meta: &ObjectMeta,
@@ -150,6 +170,30 @@ fn controller_owner(meta: &ObjectMeta) -> Option<ObjectKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_triggers_the_clusters_of_its_namespace_that_name_it() {
+        let cluster = |namespace: &str, name: &str, secret: Option<&str>| {
+            let mut cluster = MetalStackCluster::new(name, Default::default());
+            cluster.metadata.namespace = Some(namespace.to_string());
+            cluster.spec.credentials_ref =
+                secret.map(|name| crate::api::LocalSecretReference { name: name.to_string() });
+            cluster
+        };
+        let clusters = [
+            cluster("a", "uses", Some("creds")),
+            cluster("a", "other", Some("other-creds")),
+            cluster("a", "default", None),
+            cluster("b", "elsewhere", Some("creds")),
+        ];
+        let secret = ObjectMeta {
+            namespace: Some("a".to_string()),
+            name: Some("creds".to_string()),
+            ..ObjectMeta::default()
+        };
+        let triggered = clusters_naming_secret(&secret, &clusters);
+        assert_eq!(triggered, [Target::new(Kind::Cluster, ObjectKey::new("a", "uses"))]);
+    }
 
     #[test]
     fn the_handshake_and_a_new_resource_version_leave_the_fingerprint_alone() {

@@ -54,6 +54,8 @@ pub enum EventReason {
     FirewallNameTaken,
     /// The cluster's credentials Secret could not be marked as in use (best effort).
     CredentialsNotProtected,
+    /// The cluster's credentials Secret is missing or unusable: what to fix.
+    CredentialsInvalid,
 }
 
 impl EventReason {
@@ -75,6 +77,7 @@ impl EventReason {
             EventReason::FirewallReplaced => "FirewallReplaced",
             EventReason::FirewallNameTaken => "FirewallNameTaken",
             EventReason::CredentialsNotProtected => "CredentialsNotProtected",
+            EventReason::CredentialsInvalid => "CredentialsInvalid",
         }
     }
 }
