@@ -102,6 +102,12 @@ pub struct Checker {
     provider_ids: BTreeMap<String, String>,
     /// Machines allocated per paused cluster at the previous check.
     paused_allocations: BTreeMap<String, BTreeSet<String>>,
+    /// Since when each paused cluster has been checked (no object holding block-move).
+    paused_since: BTreeMap<String, Timestamp>,
+    /// Machines of paused clusters freed by a write that capms sent before the pause and
+    /// metal-api applied after its client gave up (`late_writes`): no client can call those
+    /// back, so they are reported, not violations.
+    pub late_frees_while_paused: BTreeSet<String>,
     log_position: usize,
     /// Networks and IPs the user provided: never to be freed.
     pub user_networks: BTreeSet<String>,
@@ -138,7 +144,7 @@ impl Checker {
         self.no_machine_shared(stores, now);
         self.provider_ids_stable(stores);
         self.no_stale_ready(&machines, stores, now);
-        self.nothing_freed_while_paused(&machines, stores, &external);
+        self.nothing_freed_while_paused(&machines, stores, &external, now);
         self.user_resources_kept(sim);
     }
 
@@ -315,8 +321,10 @@ impl Checker {
         machines: &[Machine],
         stores: &[View<'_>],
         external: &BTreeSet<String>,
+        now: Timestamp,
     ) {
         let mut paused_now = BTreeMap::new();
+        let mut since_now = BTreeMap::new();
         for view in stores {
             for cluster in view.store.clusters.values().filter(|c| c.spec_paused()) {
                 let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
@@ -332,16 +340,32 @@ impl Checker {
                     .filter(|m| m.allocation.is_some() && m.tags.contains(&tag))
                     .map(|m| m.id.clone())
                     .collect();
+                since_now.insert(tag.clone(), self.paused_since.get(&tag).copied().unwrap_or(now));
                 paused_now.insert(tag, allocated);
             }
         }
         for (tag, before) in &self.paused_allocations {
             let Some(after) = paused_now.get(tag) else { continue };
+            let late = self.sent_before_the_pause(since_now.get(tag).copied().unwrap_or(now), now);
             for freed in before.difference(after).filter(|id| !external.contains(*id)) {
-                self.violations.push(format!("machine {freed} of paused cluster {tag} was freed"));
+                if late {
+                    self.late_frees_while_paused.insert(freed.clone());
+                } else {
+                    self.violations.push(format!("machine {freed} of paused cluster {tag} was freed"));
+                }
             }
         }
         self.paused_allocations = paused_now;
+        self.paused_since = since_now;
+    }
+
+    /// Whether a free seen at `now` may be a write sent before the pause (checked since
+    /// `since`) that metal-api applied late: late writes are in force, and it lands within the
+    /// client's timeout and the late spread after the pause.
+    fn sent_before_the_pause(&self, since: Timestamp, now: Timestamp) -> bool {
+        let window = CLIENT_TIMEOUT + LATE_WRITE_SPREAD;
+        self.windows.explain(now) == Some(Unpreventable::LateWrites)
+            && now.duration_since(since).unsigned_abs() <= window
     }
 
     fn user_resources_kept(&mut self, sim: &Sim) {

@@ -289,6 +289,12 @@ impl Operator {
         self.stats.crashes += 1;
     }
 
+    /// Whether the informer has listed since the operator (re)started: a restart's first list
+    /// is fresh, only the watch that follows it can lag.
+    pub fn listed(&self) -> bool {
+        self.synced.is_some()
+    }
+
     /// Refreshes the informer view from the store and enqueues what the watches of changed
     /// objects trigger (core's [`glue::triggers`]; a new version whose fingerprint is the old
     /// one's triggers nothing). Nothing to do if the store did not change.

@@ -508,7 +508,7 @@ impl World {
         let stale = self.faults.stale_reads_until.is_some_and(|until| now < until);
         for management in &mut self.managements {
             for operator in &mut management.operators {
-                if !stale || self.rng.random_bool(0.2) {
+                if !stale || !operator.listed() || self.rng.random_bool(0.2) {
                     operator.sync(&management.store, now);
                 }
                 let rng = &mut self.rng;

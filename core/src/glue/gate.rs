@@ -35,6 +35,10 @@
 //! - A user who sets `spec.paused` by hand does not wait for block-move: writes of passes
 //!   that opened their gate before the pause still land after it (never a new one).
 //! - Replica names are unique among running replicas (capms-manager uses its pod name).
+//! - A write whose answer was lost (a timeout) is not in flight any more once the pass ends.
+//!   metal-api may still apply a request its client gave up on; the hold does not cover that
+//!   window (the simulator's `late_writes` lands such writes up to a minute after they were
+//!   sent, and its checker reports frees landing that way after a pause instead of failing).
 
 use super::objects::{Kind, ObjectKey, Target};
 use super::plan::ObjectPatch;
