@@ -411,7 +411,8 @@ mod tests {
             let last_wait = before_delete.rsplit_once("run_until: { ready").map(|(_, rest)| rest);
             last_wait.is_some_and(|rest| rest.contains("fault: {"))
         };
-        let wanted: [(&str, &dyn Fn(&String) -> bool); 7] = [
+        type Found<'a> = &'a dyn Fn(&String) -> bool;
+        let wanted: [(&str, Found<'_>); 7] = [
             ("move_cluster", &|t| t.contains("move_cluster")),
             ("stuck_provisioning", &|t| t.contains("stuck_provisioning")),
             ("stale_metal_reads", &|t| t.contains("stale_metal_reads")),
