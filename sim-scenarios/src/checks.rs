@@ -102,6 +102,8 @@ pub struct Checker {
     provider_ids: BTreeMap<String, String>,
     /// Machines allocated per paused cluster at the previous check.
     paused_allocations: BTreeMap<String, BTreeSet<String>>,
+    /// When the checks last ran.
+    last_check: Option<Timestamp>,
     /// Since when each paused cluster has been checked (no object holding block-move).
     paused_since: BTreeMap<String, Timestamp>,
     /// Machines of paused clusters freed by a write that capms sent before the pause and
@@ -140,7 +142,9 @@ impl Checker {
         self.windows.observe(&sim.fault_plan(), now);
         let machines = sim.machines();
         let external = self.external_frees(sim);
-        self.no_duplicate_allocations(&machines, now);
+        let paused = paused_clusters(stores);
+        self.no_duplicate_allocations(&machines, &paused, now);
+        self.last_check = Some(now);
         self.no_machine_shared(stores, now);
         self.provider_ids_stable(stores);
         self.no_stale_ready(&machines, stores, now);
@@ -180,7 +184,12 @@ impl Checker {
 
     /// No object has two machines allocated for it (beyond the race grace), and each
     /// duplicate is remembered with why it could not have been prevented, if it could not.
-    fn no_duplicate_allocations(&mut self, machines: &[Machine], now: Timestamp) {
+    /// The duplicate grace runs only while the object's cluster is unpaused (capms may free
+    /// nothing while it is paused): checks of a paused cluster move the start of the grace
+    /// forward by the time since the previous check.
+    fn no_duplicate_allocations(&mut self, machines: &[Machine], paused: &BTreeSet<String>, now: Timestamp) {
+        let since_last =
+            self.last_check.map(|last| now.duration_since(last).unsigned_abs()).unwrap_or_default();
         let mut by_object: BTreeMap<String, Vec<&Machine>> = BTreeMap::new();
         for machine in machines.iter().filter(|m| m.allocation.is_some()) {
             let resource = tags::value(&machine.tags, tags::MACHINE_RESOURCE)
@@ -192,6 +201,10 @@ impl Checker {
         let mut current = BTreeSet::new();
         for (key, found) in by_object.into_iter().filter(|(_, found)| found.len() > 1) {
             current.insert(key.clone());
+            let cluster_paused = found.iter().any(|m| m.tags.iter().any(|tag| paused.contains(tag)));
+            if cluster_paused && let Some(since) = self.first_seen.get_mut(&key) {
+                *since = since.checked_add(since_last).unwrap_or(*since);
+            }
             let cause = self.duplicate_seen(&key[10..], &found);
             let ids: Vec<&str> = found.iter().map(|m| m.id.as_str()).collect();
             let why = cause.map(|c| format!(" (unpreventable: {})", c.describe())).unwrap_or_default();
@@ -444,6 +457,20 @@ impl std::fmt::Display for Problem {
 fn key_of(metal_machine: &capms_core::api::MetalStackMachine) -> String {
     let meta = &metal_machine.metadata;
     format!("{}.{}", meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// The `cluster.metal-stack.io/id` tags of the clusters paused in any management cluster.
+fn paused_clusters(stores: &[View<'_>]) -> BTreeSet<String> {
+    stores
+        .iter()
+        .flat_map(|view| view.store.clusters.values())
+        .filter(|cluster| cluster.spec_paused())
+        .map(|cluster| {
+            let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+            let name = cluster.metadata.name.clone().unwrap_or_default();
+            tags::tag(tags::CLUSTER_ID, &format!("{namespace}.{name}"))
+        })
+        .collect()
 }
 
 /// Whether an object of the cluster `namespace/name` holds block-move.
