@@ -251,7 +251,20 @@ impl BackendError {
     pub fn is_clock_skew(&self) -> bool {
         self.kind == ErrorKind::Auth && self.message.contains("timestamp in your header is too old")
     }
+
+    /// True for metal-api's refusal to free a network whose prefixes still hold IPs (422, the
+    /// message is the only signal): the IPs of freed machines are released asynchronously, so
+    /// the free succeeds later. Recognised here, where answers are classified, so that callers
+    /// ask a question instead of reading the message.
+    pub fn network_has_ips(&self) -> bool {
+        self.operation == Operation::FreeNetwork
+            && self.status == Some(422)
+            && self.message.contains(NETWORK_HAS_IPS)
+    }
 }
+
+/// What metal-api says when a network to be freed still holds IPs.
+const NETWORK_HAS_IPS: &str = "has ips, deletion not possible";
 
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,7 +299,7 @@ pub fn classify(status: u16, message: &str) -> ErrorKind {
 fn classify_unprocessable(message: &str) -> ErrorKind {
     if message.contains("no machine available") || message.contains("too many parallel machine allocations") {
         ErrorKind::Capacity
-    } else if message.contains("has ips, deletion not possible") {
+    } else if message.contains(NETWORK_HAS_IPS) {
         // IPs of a freed machine are released asynchronously; the free succeeds later.
         ErrorKind::Transient
     } else if message.contains("machine is already allocated") {
@@ -359,6 +372,17 @@ mod tests {
         assert_eq!(kind(500, "Internal database unavailable"), ErrorKind::Transient);
         assert_eq!(classify(500, "Internal something"), ErrorKind::Transient);
         assert_eq!(kind(500, "cannot allocate free ip in ipam, no ips left"), ErrorKind::Permanent);
+    }
+
+    #[test]
+    fn a_network_that_still_holds_ips_is_recognised_only_on_its_free() {
+        let message = "prefix 10.0.0.0/22 has ips, deletion not possible";
+        let refused = BackendError::from_response(Operation::FreeNetwork, 422, message);
+        assert!(refused.network_has_ips());
+        assert_eq!(refused.kind(), ErrorKind::Transient);
+        assert!(!BackendError::from_response(Operation::FreeIp, 422, message).network_has_ips());
+        let other = BackendError::from_response(Operation::FreeNetwork, 422, "network is in use");
+        assert!(!other.network_has_ips());
     }
 
     #[test]

@@ -652,7 +652,7 @@ impl Run<'_, '_> {
                     .events
                     .push(Event::normal(EventReason::Freed, format!("freed node network {}", network.id))),
                 Err(error) if error.kind() == ErrorKind::NotFound => {}
-                Err(error) if error.message().contains("has ips") => {
+                Err(error) if error.network_has_ips() => {
                     let message =
                         format!("waiting for metal-api to release the IPs of node network {}", network.id);
                     return Err(Pending {
