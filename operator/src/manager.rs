@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use capms_backend_metal::{CaBundle, HmacAuthType, MetalClient, MetalConfig};
 use capms_core::MetalBackend;
+use capms_core::secret::SecretString;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,8 +40,8 @@ impl Settings {
     pub fn from_args(args: &RunArgs) -> Result<Settings, String> {
         Ok(Settings {
             scope: Scope {
-                namespace: args.namespace.clone().filter(|namespace| !namespace.is_empty()),
-                watch_filter: args.watch_filter.clone().filter(|filter| !filter.is_empty()),
+                namespace: given(args.namespace.as_deref()),
+                watch_filter: given(args.watch_filter.as_deref()),
                 concurrency: args.concurrency,
             },
             metrics_address: parse_bind_address(&args.metrics_bind_address)?,
@@ -87,15 +88,17 @@ pub fn default_backend(args: &RunArgs) -> Result<DefaultBackend, String> {
 }
 
 fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
-    let url = args.metal_api_url.clone().filter(|url| !url.is_empty()).ok_or(
+    let url = given(args.metal_api_url.as_deref()).ok_or(
         "METAL_API_URL is not set: set it (and METAL_API_HMAC or METAL_API_TOKEN) to metal-api's URL, \
          or use --backend sim to try capms without metal-stack",
     )?;
     let mut config = MetalConfig::new(url);
-    config = match (&args.metal_api_token, &args.metal_api_hmac) {
-        (Some(token), _) if !token.is_empty() => config.with_bearer(token.clone()),
-        (_, Some(key)) if !key.is_empty() => {
-            config.with_hmac(key.clone(), hmac_auth_type(&args.metal_api_hmac_auth_type)?)
+    let token = given(args.metal_api_token.as_ref().map(SecretString::expose));
+    let key = given(args.metal_api_hmac.as_ref().map(SecretString::expose));
+    config = match (token, key) {
+        (Some(token), _) => config.with_bearer(SecretString::new(token)),
+        (_, Some(key)) => {
+            config.with_hmac(SecretString::new(key), hmac_auth_type(&args.metal_api_hmac_auth_type)?)
         }
         _ => {
             return Err(
@@ -113,6 +116,13 @@ fn metal_backend(args: &RunArgs) -> Result<MetalClient, String> {
         config = config.with_insecure_skip_tls_verify(true);
     }
     MetalClient::new(config).map_err(|error| error.to_string())
+}
+
+/// A setting's value without surrounding blanks; `None` when blank. The components default
+/// optional settings to a blank (clusterctl requires variables with empty defaults), so blank
+/// means unset, as it does for the credentials Secret's keys.
+fn given(value: Option<&str>) -> Option<String> {
+    value.map(str::trim).filter(|value| !value.is_empty()).map(String::from)
 }
 
 /// `METAL_API_HMAC_AUTH_TYPE`; empty means the default, Metal-Edit.
@@ -355,5 +365,49 @@ impl Future for SyncFuture {
             Ok(mut inner) => inner.as_mut().poll(context),
             Err(_) => std::task::Poll::Ready(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use std::ffi::OsString;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let args = ["capms-manager", "run"].iter().chain(flags).map(OsString::from);
+        match Cli::parse_from_env_args(args).command {
+            Command::Run(args) => *args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    /// The components default the optional settings to a blank (clusterctl requires variables
+    /// with empty defaults); a blank must mean unset, as an empty value does.
+    #[test]
+    fn blank_settings_from_the_components_defaults_count_as_unset() {
+        let blank = run_args(&[
+            "--namespace= ",
+            "--watch-filter= ",
+            "--metal-api-url=http://metal.test/metal",
+            "--metal-api-hmac= ",
+            "--metal-api-token= ",
+        ]);
+        let settings = Settings::from_args(&blank).expect("settings");
+        assert_eq!(settings.scope.namespace, None);
+        assert_eq!(settings.scope.watch_filter, None);
+        let error = metal_backend(&blank).expect_err("blank credentials are no credentials");
+        assert!(error.contains("neither METAL_API_HMAC nor METAL_API_TOKEN"), "{error}");
+
+        let hmac = run_args(&[
+            "--metal-api-url=http://metal.test/metal",
+            "--metal-api-hmac=metal-edit",
+            "--metal-api-token= ",
+        ]);
+        metal_backend(&hmac).expect("the HMAC key is used when the token is blank");
+        let scoped = run_args(&["--namespace= prod ", "--watch-filter=team-a"]);
+        let settings = Settings::from_args(&scoped).expect("settings");
+        assert_eq!(settings.scope.namespace.as_deref(), Some("prod"));
+        assert_eq!(settings.scope.watch_filter.as_deref(), Some("team-a"));
     }
 }

@@ -172,8 +172,8 @@ fn deployment_runs_the_manager_container_as_clusterctl_expects() {
         "--leader-elect",
         "--metrics-bind-address=:8080",
         "--health-probe-bind-address=:8081",
-        "--namespace=${CAPMS_WATCH_NAMESPACE:=}",
-        "--watch-filter=${CAPMS_WATCH_FILTER:=}",
+        "--namespace=${CAPMS_WATCH_NAMESPACE:= }",
+        "--watch-filter=${CAPMS_WATCH_FILTER:= }",
         "--concurrency=${CAPMS_CONCURRENCY:=10}",
     ] {
         assert!(args.contains(&expected), "missing {expected}");
@@ -389,12 +389,27 @@ fn readme_variables() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// How the README writes a default: `` `value` ``, "empty" or "required".
+/// How the README writes a default: `` `value` ``, "blank" or "required".
 fn readme_default(default: &Option<String>) -> String {
     match default.as_deref() {
         None => "required".to_string(),
-        Some("") => "empty".to_string(),
+        Some(default) if default.trim().is_empty() => "blank".to_string(),
         Some(value) => format!("`{value}`"),
+    }
+}
+
+/// clusterctl (v1.14.2, `yamlprocessor/simple_processor.go`) treats a variable whose default is
+/// empty (`${NAME:=}`) as required: `clusterctl init` and `generate` refuse to run without it.
+/// Optional variables default to a blank instead (see `components.rs`, `BLANK`); the real
+/// management cluster's flows install capms with only `METAL_API_URL` and `METAL_API_HMAC` set.
+#[test]
+fn no_variable_has_an_empty_default_which_clusterctl_would_require() {
+    for (name, default) in all_variables() {
+        assert_ne!(
+            default.as_deref(),
+            Some(""),
+            "${{{name}:=}} is required by clusterctl; default it to a blank"
+        );
     }
 }
 

@@ -36,6 +36,12 @@ const SERVICE_ACCOUNT: &str = "capms-manager";
 const METRICS_PORT: i32 = 8080;
 /// Port of `/healthz` and `/readyz`.
 const HEALTH_PORT: i32 = 8081;
+/// The default of an optional variable: one space. clusterctl treats a variable whose default
+/// is empty (`${NAME:=}`) as required and refuses to install without it (`value for variables
+/// [...] is not set`, clusterctl v1.14.2; the real-cluster flows install with only
+/// `METAL_API_URL` and `METAL_API_HMAC` set), so optional variables default to a blank, which
+/// YAML trims from arguments and the manager treats as unset.
+pub(crate) const BLANK: &str = " ";
 /// The non-root user of the distroless image (`nonroot`).
 const NONROOT: i64 = 65532;
 /// The kinds capms serves, as RBAC resource names.
@@ -104,14 +110,14 @@ fn namespace() -> Namespace {
 }
 
 /// Credentials as clear text (`stringData`): clusterctl substitutes variables into text, and
-/// base64 would need the user to encode them first. HMAC and token are alternatives, so
-/// both default to empty; the manager refuses to start without one of them.
+/// base64 would need the user to encode them first. HMAC and token are alternatives, so both
+/// default to blank ([`BLANK`]); the manager refuses to start without one of them.
 fn credentials() -> Secret {
     let data = [
-        ("METAL_API_URL", "${METAL_API_URL}"),
-        ("METAL_API_HMAC", "${METAL_API_HMAC:=}"),
-        ("METAL_API_HMAC_AUTH_TYPE", "${METAL_API_HMAC_AUTH_TYPE:=Metal-Edit}"),
-        ("METAL_API_TOKEN", "${METAL_API_TOKEN:=}"),
+        ("METAL_API_URL", "${METAL_API_URL}".to_string()),
+        ("METAL_API_HMAC", format!("${{METAL_API_HMAC:={BLANK}}}")),
+        ("METAL_API_HMAC_AUTH_TYPE", "${METAL_API_HMAC_AUTH_TYPE:=Metal-Edit}".to_string()),
+        ("METAL_API_TOKEN", format!("${{METAL_API_TOKEN:={BLANK}}}")),
     ];
     Secret {
         metadata: meta(CREDENTIALS_SECRET, true),
@@ -287,24 +293,24 @@ fn container_security() -> SecurityContext {
     }
 }
 
-/// The container clusterctl's contract names `manager`. An empty `--namespace` watches every
-/// namespace, an empty `--watch-filter` reconciles every object.
+/// The container clusterctl's contract names `manager`. A blank `--namespace` watches every
+/// namespace, a blank `--watch-filter` reconciles every object.
 fn manager(version: &str) -> Container {
     let args = [
-        "run",
-        "--leader-elect",
-        "--metrics-bind-address=:8080",
-        "--health-probe-bind-address=:8081",
-        "--namespace=${CAPMS_WATCH_NAMESPACE:=}",
-        "--watch-filter=${CAPMS_WATCH_FILTER:=}",
-        "--concurrency=${CAPMS_CONCURRENCY:=10}",
-        "--log-format=${CAPMS_LOG_FORMAT:=json}",
+        "run".to_string(),
+        "--leader-elect".to_string(),
+        "--metrics-bind-address=:8080".to_string(),
+        "--health-probe-bind-address=:8081".to_string(),
+        format!("--namespace=${{CAPMS_WATCH_NAMESPACE:={BLANK}}}"),
+        format!("--watch-filter=${{CAPMS_WATCH_FILTER:={BLANK}}}"),
+        "--concurrency=${CAPMS_CONCURRENCY:=10}".to_string(),
+        "--log-format=${CAPMS_LOG_FORMAT:=json}".to_string(),
     ];
     Container {
         name: "manager".to_string(),
         image: Some(format!("${{CAPMS_IMAGE:={IMAGE_REPOSITORY}:{version}}}")),
         image_pull_policy: Some("IfNotPresent".to_string()),
-        args: Some(strings(&args)),
+        args: Some(args.to_vec()),
         env: Some(environment()),
         ports: Some(vec![port("metrics", METRICS_PORT), port("healthz", HEALTH_PORT)]),
         liveness_probe: Some(probe("/healthz", 15, 20)),

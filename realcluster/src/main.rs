@@ -1,0 +1,86 @@
+//! `capms-realcluster up`: a real management cluster on this machine, to use with kubectl and
+//! clusterctl (docs/real-cluster.md walks through it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use capms_realcluster::Harness;
+use clap::{Parser, Subcommand};
+
+/// How often `up` checks that every process still runs.
+const WATCH: Duration = Duration::from_secs(1);
+
+/// A real management cluster: etcd, kube-apiserver, kube-controller-manager, Cluster API's
+/// managers and capms-manager as processes, and capms-sim serve as metal-api.
+#[derive(Parser, Debug)]
+#[command(name = "capms-realcluster", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the management cluster and print how to use it; stops everything on Ctrl-C.
+    Up {
+        /// Keep its files (kubeconfigs, logs, etcd) in DIR instead of a temporary folder that is
+        /// removed at the end.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Up { dir } = Cli::parse().command;
+    match up(dir).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("capms-realcluster: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(dir: Option<PathBuf>) -> capms_realcluster::Result<()> {
+    eprintln!(
+        "capms-realcluster: starting capms-sim serve, etcd, kube-apiserver, Cluster API and capms-manager ..."
+    );
+    let mut harness = Harness::start(dir.as_deref()).await?;
+    let mut cluster = harness.management_cluster("management").await?;
+    let kubeconfig = cluster.plane().admin_kubeconfig().display().to_string();
+    let repository = cluster.repository().join("clusterctl.yaml").display().to_string();
+    eprintln!("capms-realcluster: ready. In another shell:");
+    eprintln!();
+    eprintln!("  export KUBECONFIG={kubeconfig}");
+    eprintln!("  export CLUSTERCTL_DISABLE_VERSIONCHECK=true");
+    eprintln!("  clusterctl generate cluster demo --config {repository} --infrastructure metalstack \\");
+    eprintln!(
+        "      --kubernetes-version v1.33.0 --control-plane-machine-count 1 --worker-machine-count 1 | kubectl apply -f -"
+    );
+    eprintln!();
+    eprintln!(
+        "  metal-api: {} (HMAC Metal-Edit key {}); logs in {}",
+        harness.metal().url(),
+        capms_realcluster::metal::EDIT_KEY,
+        harness.dir().display()
+    );
+    eprintln!("capms-realcluster: Ctrl-C stops everything.");
+    #[allow(clippy::print_stdout, reason = "the kubeconfig path is the command's output, for scripts")]
+    {
+        println!("{kubeconfig}");
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(WATCH) => {
+                harness.alive()?;
+                cluster.alive()?;
+            }
+        }
+    }
+    eprintln!("capms-realcluster: stopping");
+    cluster.stop().await;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! The flows of issue 11 against a real management cluster: real etcd, kube-apiserver,
+//! kube-controller-manager, Cluster API v1.14.2 managers and `clusterctl`, capms-manager as its
+//! own process under its ServiceAccount, and `capms-sim serve` as metal-api.
+//!
+//! They need the real parts (`scripts/real-parts`) and capms's binaries, so they are ignored in
+//! a plain `cargo test`; `scripts/test` runs them:
+//!
+//!     cargo test -p capms-realcluster --test flows -- --ignored --test-threads 1
+//!
+//! A failing flow keeps its folder (kubeconfigs, every process's log) and prints its path.
+
+mod support;
+
+use support::Flow;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn every_provider_installs_and_its_manager_becomes_ready() {
+    Flow::run("install", async |flow| {
+        let cluster = flow.management_cluster("install").await?;
+        support::inventory_has_every_provider(&cluster).await
+    })
+    .await;
+}
