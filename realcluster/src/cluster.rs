@@ -45,15 +45,16 @@ impl ManagementCluster {
         let plane = ControlPlane::start(binaries, dir, name).await?;
         let module = cluster_api_module().await?;
         install_inventory_crd(&plane, &module).await?;
+        let repository = dir.join("repository");
+        let config = write_repository(binaries, &repository).await?;
         let mut providers = Vec::new();
         for (provider, folder) in cluster_api_providers() {
             let yaml = kustomize(&plane, &module.join(folder).join("config/default")).await?;
             let file = dir.join(format!("{}-components.yaml", provider.manifest_label()));
             std::fs::write(&file, yaml).io(|| format!("write {}", file.display()))?;
-            providers.push(load(binaries, &plane, provider, &file, &CAPI_VARIABLES).await?);
+            providers.push(load(binaries, &plane, provider, &file, &config, &CAPI_VARIABLES).await?);
         }
-        let repository = dir.join("repository");
-        let capms = load_capms(binaries, &plane, &repository, metal).await?;
+        let capms = load_capms(binaries, &plane, &repository, &config, metal).await?;
         for components in providers.iter().chain([&capms]) {
             components.install(&plane).await?;
         }
@@ -147,23 +148,31 @@ async fn load(
     plane: &ControlPlane,
     provider: Provider,
     file: &Path,
+    config: &Path,
     variables: &[(&str, &str)],
 ) -> Result<Components> {
     let webhook = free_ports(1)?[0];
-    Components::load(binaries, provider, file, variables, webhook, &plane.pki().ca_pem()).await
+    Components::load(binaries, provider, file, config, variables, webhook, &plane.pki().ca_pem()).await
 }
 
-/// Writes capms's local clusterctl repository with the real `capms-manager manifests --out`
-/// and loads its components with the credentials of `metal`.
+/// Writes capms's local clusterctl repository with the real `capms-manager manifests --out`;
+/// returns its `clusterctl.yaml`, which every provider is installed with (it switches on the
+/// kubeadm bootstrap provider's Ignition format, as the README's `clusterctl init` does).
+async fn write_repository(binaries: &Binaries, repository: &Path) -> Result<PathBuf> {
+    let mut manifests = Command::new(binaries.path(Part::CapmsManager));
+    manifests.args(["manifests", "--out", &path(repository)]);
+    output(manifests).await?;
+    Ok(repository.join("clusterctl.yaml"))
+}
+
+/// Loads capms's components from the repository with the credentials of `metal`.
 async fn load_capms(
     binaries: &Binaries,
     plane: &ControlPlane,
     repository: &Path,
+    config: &Path,
     metal: &MetalApi,
 ) -> Result<Components> {
-    let mut manifests = Command::new(binaries.path(Part::CapmsManager));
-    manifests.args(["manifests", "--out", &path(repository)]);
-    output(manifests).await?;
     let file = repository
         .join("infrastructure-metalstack")
         .join(CAPMS_VERSION)
@@ -176,7 +185,7 @@ async fn load_capms(
     };
     let variables =
         [("METAL_API_URL", metal.url()), ("METAL_API_HMAC", EDIT_KEY), ("CAPMS_LOG_FORMAT", "text")];
-    load(binaries, plane, provider, &file, &variables).await
+    load(binaries, plane, provider, &file, config, &variables).await
 }
 
 /// clusterctl's inventory CRD (`providers.clusterctl.cluster.x-k8s.io`), labelled as

@@ -106,19 +106,21 @@ pub struct Components {
 }
 
 impl Components {
-    /// Reads the components in `file` (clusterctl variables substituted from `variables` by the
-    /// real `clusterctl generate yaml`), labels them as clusterctl does, and points their
-    /// webhooks at `webhook_port` on loopback trusting `ca_pem`.
+    /// Reads the components in `file` (clusterctl variables substituted by the real `clusterctl
+    /// generate yaml` from `variables` and the clusterctl configuration `config`, as `clusterctl
+    /// init --config` would), labels them as clusterctl does, and points their webhooks at
+    /// `webhook_port` on loopback trusting `ca_pem`.
     pub async fn load(
         binaries: &Binaries,
         provider: Provider,
         file: &Path,
+        config: &Path,
         variables: &[(&str, &str)],
         webhook_port: u16,
         ca_pem: &str,
     ) -> Result<Components> {
         let mut generate = clusterctl(binaries, file.parent().unwrap_or(file));
-        generate.args(["generate", "yaml", "--from", &path(file)]);
+        generate.args(["generate", "yaml", "--config", &path(config), "--from", &path(file)]);
         generate.envs(variables.iter().copied());
         let text = output(generate).await?;
         let documents: Vec<Value> = serde_saphyr::from_multiple(&text)

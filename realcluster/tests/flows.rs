@@ -22,3 +22,16 @@ async fn every_provider_installs_and_its_manager_becomes_ready() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn a_generated_cluster_with_a_firewall_comes_up_and_its_deletion_frees_everything() {
+    Flow::run("default flavor", async |flow| {
+        let mut cluster = flow.management_cluster("default-flavor").await?;
+        let manifest = support::generate_cluster(flow, &cluster, "prod", None, 1).await?;
+        support::apply_manifest(&cluster, "prod", &manifest).await?;
+        support::until_running(flow, &mut cluster, "prod", 2).await?;
+        support::delete_and_check_nothing_left(flow, &mut cluster, "prod").await
+    })
+    .await;
+}
