@@ -35,3 +35,26 @@ async fn a_generated_cluster_with_a_firewall_comes_up_and_its_deletion_frees_eve
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn every_cel_rule_of_the_crds_refuses_the_case_it_exists_for() {
+    Flow::run("CEL rules", async |flow| {
+        let cluster = flow.management_cluster("cel").await?;
+        let cases = support::cel::cases();
+        let mut covered: Vec<(String, String, String)> =
+            cases.iter().map(|case| (case.kind.to_string(), case.path.to_string(), case.message.to_string())).collect();
+        covered.sort();
+        let installed = support::cel::installed_rules(&cluster).await?;
+        if covered != installed {
+            return Err(capms_realcluster::Error::Invalid(format!(
+                "the cases do not match the CRDs' rules one to one:\n cases: {covered:?}\n rules: {installed:?}"
+            )));
+        }
+        for (index, case) in cases.iter().enumerate() {
+            support::cel::check(&cluster, index, case).await?;
+        }
+        Ok(())
+    })
+    .await;
+}

@@ -1,6 +1,8 @@
 //! What the flows share: a harness per flow that keeps its folder when the flow fails, and the
 //! checks and steps the flows are made of.
 
+pub mod cel;
+
 use std::time::Duration;
 
 use capms_realcluster::components::{clusterctl, kubectl};
