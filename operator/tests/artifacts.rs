@@ -440,6 +440,34 @@ fn clusterclass_files_have_no_variables_and_no_namespaces() {
     }
 }
 
+/// Cluster API's ClusterClass webhook (v1.14.2, `patch_validation.go`) refuses array indexes in
+/// `replace` and `remove` paths, and `add` paths other than index 0 or `-`; the real-cluster
+/// flows found a `replace` of `.../networks/0` that it refused.
+#[test]
+fn clusterclass_patch_paths_index_arrays_only_as_cluster_api_allows() {
+    for artifact in artifacts().into_iter().filter(|a| a.file_name.starts_with("clusterclass-")) {
+        for document in documents(&artifact.contents).into_iter().filter(|d| kind(d) == "ClusterClass") {
+            let patches = document["spec"]["patches"].as_array().cloned().unwrap_or_default();
+            let definitions =
+                patches.iter().flat_map(|patch| patch["definitions"].as_array().cloned().unwrap_or_default());
+            for json_patch in
+                definitions.flat_map(|d| d["jsonPatches"].as_array().cloned().unwrap_or_default())
+            {
+                let (op, path) =
+                    (json_patch["op"].as_str().unwrap_or(""), json_patch["path"].as_str().unwrap_or(""));
+                for index in path.split('/').filter(|part| part.parse::<u64>().is_ok()) {
+                    let allowed = op == "add" && index == "0";
+                    assert!(
+                        allowed,
+                        "{}: {op} {path}: Cluster API refuses this array index",
+                        artifact.file_name
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn topology_flavor_names_an_existing_class_file() {
     let cluster = documents(&substitute(&artifact("cluster-template-topology.yaml"), &examples())).remove(0);

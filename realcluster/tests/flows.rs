@@ -58,3 +58,21 @@ async fn every_cel_rule_of_the_crds_refuses_the_case_it_exists_for() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn clusters_of_the_no_firewall_and_topology_flavors_come_up_side_by_side_and_go_away() {
+    Flow::run("flavors", async |flow| {
+        let mut cluster = flow.management_cluster("flavors").await?;
+        for (name, flavor) in [("plain", "no-firewall"), ("classy", "topology")] {
+            let manifest = support::generate_cluster(flow, &cluster, name, Some(flavor), 1).await?;
+            support::apply_manifest(&cluster, name, &manifest).await?;
+        }
+        support::until_running(flow, &mut cluster, "plain", 2).await?;
+        support::until_running(flow, &mut cluster, "classy", 2).await?;
+        support::delete_cluster(flow, &mut cluster, "plain").await?;
+        support::delete_cluster(flow, &mut cluster, "classy").await?;
+        support::check_nothing_left(flow, &cluster).await
+    })
+    .await;
+}

@@ -97,13 +97,27 @@ fn variables() -> Vec<Value> {
         .collect()
 }
 
-fn replace(path: &str, variable: &str) -> Value {
-    json!({"op": "replace", "path": path, "valueFrom": {"variable": variable}})
+/// Where a patched value comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A variable's value.
+    Variable(&'static str),
+    /// A Go template over the variables, rendered as YAML. Cluster API refuses array indexes in
+    /// `replace` paths (`elements in arrays can not be accessed in a replace operation`, found
+    /// by the real-cluster flows), so a list is replaced whole from a template.
+    Template(&'static str),
 }
 
-fn patch(name: &str, kind: &str, resources: Value, replacements: &[(&str, &str)]) -> Value {
-    let json_patches: Vec<Value> =
-        replacements.iter().map(|(path, variable)| replace(path, variable)).collect();
+fn replace(path: &str, source: Source) -> Value {
+    let value_from = match source {
+        Source::Variable(variable) => json!({"variable": variable}),
+        Source::Template(template) => json!({"template": template}),
+    };
+    json!({"op": "replace", "path": path, "valueFrom": value_from})
+}
+
+fn patch(name: &str, kind: &str, resources: Value, replacements: &[(&str, Source)]) -> Value {
+    let json_patches: Vec<Value> = replacements.iter().map(|(path, source)| replace(path, *source)).collect();
     json!({
         "name": name,
         "definitions": [{
@@ -120,11 +134,14 @@ fn patches() -> Vec<Value> {
             "MetalStackClusterTemplate",
             json!({"infrastructureCluster": true}),
             &[
-                ("/spec/template/spec/projectID", "projectID"),
-                ("/spec/template/spec/partition", "partition"),
-                ("/spec/template/spec/firewall/size", "firewallMachineSize"),
-                ("/spec/template/spec/firewall/image", "firewallMachineImage"),
-                ("/spec/template/spec/firewall/networks/0", "externalNetworkID"),
+                ("/spec/template/spec/projectID", Source::Variable("projectID")),
+                ("/spec/template/spec/partition", Source::Variable("partition")),
+                ("/spec/template/spec/firewall/size", Source::Variable("firewallMachineSize")),
+                ("/spec/template/spec/firewall/image", Source::Variable("firewallMachineImage")),
+                (
+                    "/spec/template/spec/firewall/networks",
+                    Source::Template("- {{ .externalNetworkID | quote }}"),
+                ),
             ],
         ),
         patch(
@@ -132,8 +149,8 @@ fn patches() -> Vec<Value> {
             "MetalStackMachineTemplate",
             json!({"controlPlane": true}),
             &[
-                ("/spec/template/spec/size", "controlPlaneMachineSize"),
-                ("/spec/template/spec/image", "controlPlaneMachineImage"),
+                ("/spec/template/spec/size", Source::Variable("controlPlaneMachineSize")),
+                ("/spec/template/spec/image", Source::Variable("controlPlaneMachineImage")),
             ],
         ),
         patch(
@@ -141,8 +158,8 @@ fn patches() -> Vec<Value> {
             "MetalStackMachineTemplate",
             json!({"machineDeploymentClass": {"names": [WORKER_CLASS]}}),
             &[
-                ("/spec/template/spec/size", "workerMachineSize"),
-                ("/spec/template/spec/image", "workerMachineImage"),
+                ("/spec/template/spec/size", Source::Variable("workerMachineSize")),
+                ("/spec/template/spec/image", Source::Variable("workerMachineImage")),
             ],
         ),
     ]

@@ -163,6 +163,12 @@ pub async fn delete_and_check_nothing_left(
     cluster: &mut ManagementCluster,
     name: &str,
 ) -> Result<()> {
+    delete_cluster(flow, cluster, name).await?;
+    check_nothing_left(flow, cluster).await
+}
+
+/// Deletes the Cluster as a user would (`kubectl delete cluster`) and waits until it is gone.
+pub async fn delete_cluster(flow: &mut Flow, cluster: &mut ManagementCluster, name: &str) -> Result<()> {
     let mut command = kubectl(cluster.plane());
     command.args(["delete", "cluster", name, "--namespace", NAMESPACE, "--wait=false"]);
     output(command).await?;
@@ -178,7 +184,11 @@ pub async fn delete_and_check_nothing_left(
             }
         })
     })
-    .await?;
+    .await
+}
+
+/// No capms object is left in the namespace and nothing is allocated in the datacenter.
+pub async fn check_nothing_left(flow: &Flow, cluster: &ManagementCluster) -> Result<()> {
     for (kind, plural) in [
         ("MetalStackCluster", "metalstackclusters"),
         ("MetalStackMachine", "metalstackmachines"),
