@@ -11,7 +11,9 @@
 
 mod support;
 
-use support::Flow;
+use capms_realcluster::Error;
+use capms_realcluster::workload::capms;
+use support::{Flow, Workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real parts; scripts/test runs it"]
@@ -73,6 +75,45 @@ async fn clusters_of_the_no_firewall_and_topology_flavors_come_up_side_by_side_a
         support::delete_cluster(flow, &mut cluster, "plain").await?;
         support::delete_cluster(flow, &mut cluster, "classy").await?;
         support::check_nothing_left(flow, &cluster).await
+    })
+    .await;
+}
+
+/// `clusterctl move` of a running cluster with its own credentials Secret to a second
+/// management cluster: nothing is freed or allocated, the Secret comes along, the target's capms
+/// takes over, and the cluster deletes cleanly there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn clusterctl_move_hands_a_running_cluster_over_without_freeing_or_allocating() {
+    Flow::run("move", async |flow| {
+        let mut source = flow.management_cluster("source").await?;
+        support::create_credentials(flow, &source, "moved-credentials").await?;
+        let manifest = support::generate_cluster(flow, &source, "moved", Some("no-firewall"), 1).await?;
+        let manifest = support::with_credentials(&manifest, "moved-credentials")?;
+        support::apply_manifest(&source, "moved", &manifest).await?;
+        support::until_running(flow, &mut source, "moved", 2).await?;
+        let mut target = flow.management_cluster("target").await?;
+        let before = support::datacenter(flow).await?;
+        let secret = support::secret_data(&source, "moved-credentials").await?;
+        support::clusterctl_move(flow, &source, &target).await?;
+        let after = support::datacenter(flow).await?;
+        if before != after {
+            return Err(Error::Invalid(format!(
+                "the move changed the datacenter:\n before {before:?}\n after  {after:?}"
+            )));
+        }
+        if support::secret_data(&target, "moved-credentials").await? != secret {
+            return Err(Error::Invalid("the credentials Secret did not come along unchanged".to_string()));
+        }
+        let left = support::names(&source, &capms("MetalStackCluster", "metalstackclusters")).await?;
+        if !left.is_empty() {
+            return Err(Error::Invalid(format!("MetalStackClusters left on the source: {left:?}")));
+        }
+        support::until_running_with(flow, &mut target, "moved", 2, Workload::AsIs).await?;
+        if support::datacenter(flow).await? != before {
+            return Err(Error::Invalid("the target's take-over changed the datacenter".to_string()));
+        }
+        support::delete_and_check_nothing_left(flow, &mut target, "moved").await
     })
     .await;
 }

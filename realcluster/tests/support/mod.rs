@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use capms_realcluster::components::{clusterctl, kubectl};
 use capms_realcluster::control_plane::path;
-use capms_realcluster::metal::{IMAGE, PROJECT};
+use capms_realcluster::metal::{EDIT_KEY, IMAGE, PROJECT};
 use capms_realcluster::process::output;
 use capms_realcluster::wait::{Progress, until};
 use capms_realcluster::workload::{self, capi, capms};
@@ -136,10 +136,34 @@ pub async fn until_running(
     name: &str,
     machines: usize,
 ) -> Result<()> {
+    until_running_with(flow, cluster, name, machines, Workload::Played).await
+}
+
+/// Who plays the workload cluster while a flow waits for Machines to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// The harness, on this management cluster's apiserver (see `workload.rs`).
+    Played,
+    /// Nobody: it is complete already (after a move it stays on the source's apiserver, which
+    /// the moved `<cluster>-kubeconfig` points at).
+    AsIs,
+}
+
+/// [`until_running`], with the workload cluster played or left as it is.
+pub async fn until_running_with(
+    flow: &mut Flow,
+    cluster: &mut ManagementCluster,
+    name: &str,
+    machines: usize,
+    workload: Workload,
+) -> Result<()> {
     until(&format!("cluster {name} to run {machines} machines"), CLUSTER_UP, async || {
         flow.harness.alive()?;
         cluster.alive()?;
-        let acted = workload::act(cluster.plane(), NAMESPACE, name).await?;
+        let acted = match workload {
+            Workload::Played => workload::act(cluster.plane(), NAMESPACE, name).await?,
+            Workload::AsIs => "workload cluster as it is".to_string(),
+        };
         let found = workload::list(cluster.plane(), &capi("Machine", "machines"), NAMESPACE, name).await?;
         let running = found.iter().filter(|machine| runs(machine)).count();
         let infrastructure = cluster_field(cluster, name, "/status/initialization/infrastructureProvisioned")
@@ -252,4 +276,98 @@ async fn cluster_field(cluster: &ManagementCluster, name: &str, pointer: &str) -
         .await?
         .and_then(|object| object.data.pointer(pointer).cloned())
         .unwrap_or(Value::Null))
+}
+
+/// The manifest as a JSON `List`, with the MetalStackCluster's `spec.credentialsRef` naming
+/// `secret`.
+pub fn with_credentials(manifest: &str, secret: &str) -> Result<String> {
+    let mut documents: Vec<Value> = serde_saphyr::from_multiple(manifest)
+        .map_err(|error| Error::Invalid(format!("manifest: {error}")))?;
+    documents.retain(|document| !document.is_null());
+    let mut named = 0;
+    for document in documents.iter_mut().filter(|document| document["kind"] == "MetalStackCluster") {
+        document["spec"]["credentialsRef"] = serde_json::json!({ "name": secret });
+        named += 1;
+    }
+    if named != 1 {
+        return Err(Error::Invalid(format!("the manifest has {named} MetalStackClusters, not one")));
+    }
+    Ok(serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": documents }).to_string())
+}
+
+/// A Secret of metal-api credentials for `credentialsRef`, in the flows' namespace.
+pub async fn create_credentials(flow: &Flow, cluster: &ManagementCluster, name: &str) -> Result<()> {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": NAMESPACE },
+        "stringData": { "METAL_API_URL": flow.harness.metal().url(), "METAL_API_HMAC": EDIT_KEY },
+    }))
+    .map_err(|error| Error::Invalid(error.to_string()))?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.plane().client(), NAMESPACE);
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .map_err(|source| Error::Kube { context: format!("create Secret {name}"), source })?;
+    Ok(())
+}
+
+/// The Secret's data, or `None` if it does not exist.
+pub async fn secret_data(
+    cluster: &ManagementCluster,
+    name: &str,
+) -> Result<Option<std::collections::BTreeMap<String, k8s_openapi::ByteString>>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.plane().client(), NAMESPACE);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Kube { context: format!("read Secret {name}"), source })?;
+    Ok(secret.map(|secret| secret.data.unwrap_or_default()))
+}
+
+/// What the datacenter holds for the project: machines with their allocation, networks, IPs.
+pub async fn datacenter(flow: &Flow) -> Result<Vec<String>> {
+    let allocated = flow.harness.metal().allocated().await?;
+    let mut lines: Vec<String> = allocated
+        .machines
+        .iter()
+        .map(|machine| {
+            format!(
+                "machine {} allocation {:?}",
+                machine.id,
+                machine.allocation.as_ref().map(|a| &a.allocation_uuid)
+            )
+        })
+        .chain(allocated.networks.iter().map(|network| format!("network {}", network.id)))
+        .chain(allocated.ips.iter().map(|ip| format!("ip {}", ip.address)))
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+/// `clusterctl move` (the real binary, with its preflight checks) of the flows' namespace from
+/// `source` to `target`.
+pub async fn clusterctl_move(
+    flow: &Flow,
+    source: &ManagementCluster,
+    target: &ManagementCluster,
+) -> Result<String> {
+    let home = source.plane().dir().join("clusterctl-home");
+    std::fs::create_dir_all(&home)
+        .map_err(|source| Error::Io { context: format!("create {}", home.display()), source })?;
+    let mut command = clusterctl(flow.harness.binaries(), &home);
+    command.args(["move", "--namespace", NAMESPACE, "-v", "3"]);
+    command.arg("--kubeconfig").arg(source.plane().admin_kubeconfig());
+    command.arg("--to-kubeconfig").arg(target.plane().admin_kubeconfig());
+    output(command).await
+}
+
+/// Names of a kind's objects in the flows' namespace.
+pub async fn names(cluster: &ManagementCluster, resource: &ApiResource) -> Result<Vec<String>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.plane().client(), NAMESPACE, resource);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Kube { context: format!("list {}", resource.plural), source })?;
+    Ok(list.items.into_iter().filter_map(|object| object.metadata.name).collect())
 }
