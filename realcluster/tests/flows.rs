@@ -117,3 +117,29 @@ async fn clusterctl_move_hands_a_running_cluster_over_without_freeing_or_allocat
     })
     .await;
 }
+
+/// A MachineHealthCheck on the MachineDeployment: a Node turned NotReady makes Cluster API
+/// delete its Machine; capms frees the metal machine and a new one is allocated and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn a_machine_health_check_replaces_a_worker_whose_node_is_not_ready() {
+    Flow::run("health check", async |flow| {
+        let mut cluster = flow.management_cluster("health").await?;
+        let manifest = support::generate_cluster(flow, &cluster, "healing", Some("no-firewall"), 1).await?;
+        support::apply_manifest(&cluster, "healing", &manifest).await?;
+        support::until_running(flow, &mut cluster, "healing", 2).await?;
+        support::create_node_health_check(&cluster, "healing").await?;
+        let [(machine, provider_id)] = &support::workers(&cluster, "healing").await?[..] else {
+            return Err(Error::Invalid("expected one worker Machine".to_string()));
+        };
+        support::node_not_ready(&cluster, machine).await?;
+        support::until_replaced(flow, &mut cluster, "healing", machine, provider_id).await?;
+        support::until_running(flow, &mut cluster, "healing", 2).await?;
+        let replacement = support::workers(&cluster, "healing").await?;
+        if replacement.iter().any(|(name, id)| name == machine || id == provider_id) {
+            return Err(Error::Invalid(format!("the worker was not replaced: {replacement:?}")));
+        }
+        support::delete_and_check_nothing_left(flow, &mut cluster, "healing").await
+    })
+    .await;
+}

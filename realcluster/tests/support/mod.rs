@@ -12,8 +12,8 @@ use capms_realcluster::process::output;
 use capms_realcluster::wait::{Progress, until};
 use capms_realcluster::workload::{self, capi, capms};
 use capms_realcluster::{Error, Harness, ManagementCluster, Result};
-use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::{Api, ResourceExt};
 use serde_json::Value;
 
 /// The namespace the flows create clusters in.
@@ -370,4 +370,68 @@ pub async fn names(cluster: &ManagementCluster, resource: &ApiResource) -> Resul
         .await
         .map_err(|source| Error::Kube { context: format!("list {}", resource.plural), source })?;
     Ok(list.items.into_iter().filter_map(|object| object.metadata.name).collect())
+}
+
+/// A MachineHealthCheck on the MachineDeployment `<cluster>-md-0` that remediates a Machine
+/// whose Node has been NotReady for a second.
+pub async fn create_node_health_check(cluster: &ManagementCluster, name: &str) -> Result<()> {
+    let check = serde_json::json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "MachineHealthCheck",
+        "metadata": { "name": format!("{name}-md-0-nodes"), "namespace": NAMESPACE },
+        "spec": {
+            "clusterName": name,
+            "selector": { "matchLabels": { "cluster.x-k8s.io/deployment-name": format!("{name}-md-0") } },
+            "checks": { "unhealthyNodeConditions": [{ "type": "Ready", "status": "False", "timeoutSeconds": 1 }] },
+        },
+    });
+    apply_manifest(cluster, &format!("{name}-health-check"), &check.to_string()).await
+}
+
+/// The cluster's worker Machines (of its MachineDeployment): name and providerID.
+pub async fn workers(cluster: &ManagementCluster, name: &str) -> Result<Vec<(String, String)>> {
+    let machines = workload::list(cluster.plane(), &capi("Machine", "machines"), NAMESPACE, name).await?;
+    Ok(machines
+        .into_iter()
+        .filter(|machine| machine.labels().contains_key("cluster.x-k8s.io/deployment-name"))
+        .filter_map(|machine| {
+            let provider_id = machine.data.pointer("/spec/providerID").and_then(Value::as_str)?.to_string();
+            Some((machine.metadata.name?, provider_id))
+        })
+        .collect())
+}
+
+/// Turns the Node of `machine` NotReady, as a kubelet that stopped would leave it.
+pub async fn node_not_ready(cluster: &ManagementCluster, machine: &str) -> Result<()> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.plane().client());
+    workload::set_node_ready(&nodes, machine, false).await
+}
+
+/// Waits until the Machine `machine` is gone and the metal machine of `provider_id` is no
+/// longer allocated.
+pub async fn until_replaced(
+    flow: &mut Flow,
+    cluster: &mut ManagementCluster,
+    name: &str,
+    machine: &str,
+    provider_id: &str,
+) -> Result<()> {
+    let metal_id = provider_id.rsplit('/').next().unwrap_or(provider_id).to_string();
+    until(&format!("Machine {machine} to be deleted and {metal_id} freed"), CLUSTER_UP, async || {
+        flow.harness.alive()?;
+        cluster.alive()?;
+        workload::act(cluster.plane(), NAMESPACE, name).await?;
+        let machines = workload::list(cluster.plane(), &capi("Machine", "machines"), NAMESPACE, name).await?;
+        let present = machines.iter().any(|found| found.metadata.name.as_deref() == Some(machine));
+        let allocated = flow.harness.metal().machines().await?.iter().any(|found| found.id == metal_id);
+        Ok(if !present && !allocated {
+            Progress::Done(())
+        } else {
+            Progress::Waiting(format!(
+                "Machine present {present}, metal machine allocated {allocated}; machines: {}",
+                describe(&machines)
+            ))
+        })
+    })
+    .await
 }
