@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use capms_realcluster::Harness;
+use capms_realcluster::metal::{EDIT_KEY, IMAGE, PROJECT};
+use capms_realcluster::parts::Part;
+use capms_realcluster::workload;
 use clap::{Parser, Subcommand};
 
 /// How often `up` checks that every process still runs.
@@ -51,32 +56,42 @@ async fn up(dir: Option<PathBuf>) -> capms_realcluster::Result<()> {
     let mut cluster = harness.management_cluster("management").await?;
     let kubeconfig = cluster.plane().admin_kubeconfig().display().to_string();
     let repository = cluster.repository().join("clusterctl.yaml").display().to_string();
+    let clusterctl = harness.binaries().path(Part::Clusterctl).display().to_string();
     eprintln!("capms-realcluster: ready. In another shell:");
     eprintln!();
     eprintln!("  export KUBECONFIG={kubeconfig}");
     eprintln!("  export CLUSTERCTL_DISABLE_VERSIONCHECK=true");
-    eprintln!("  clusterctl generate cluster demo --config {repository} --infrastructure metalstack \\");
     eprintln!(
-        "      --kubernetes-version v1.33.0 --control-plane-machine-count 1 --worker-machine-count 1 | kubectl apply -f -"
+        "  export METAL_PROJECT_ID={PROJECT} CONTROL_PLANE_MACHINE_IMAGE={IMAGE} WORKER_MACHINE_IMAGE={IMAGE}"
     );
+    eprintln!("  {clusterctl} generate cluster demo --config {repository} \\");
+    eprintln!("      --infrastructure metalstack --kubernetes-version v1.33.0 \\");
+    eprintln!("      --control-plane-machine-count 1 --worker-machine-count 1 | kubectl apply -f -");
     eprintln!();
     eprintln!(
-        "  metal-api: {} (HMAC Metal-Edit key {}); logs in {}",
+        "  metal-api: {} (HMAC Metal-Edit key {EDIT_KEY}); files and logs in {}",
         harness.metal().url(),
-        capms_realcluster::metal::EDIT_KEY,
         harness.dir().display()
     );
+    eprintln!("  This process plays every cluster's workload side (its kubeconfig, kubeadm-config, Nodes).");
     eprintln!("capms-realcluster: Ctrl-C stops everything.");
     #[allow(clippy::print_stdout, reason = "the kubeconfig path is the command's output, for scripts")]
     {
         println!("{kubeconfig}");
     }
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             () = tokio::time::sleep(WATCH) => {
                 harness.alive()?;
                 cluster.alive()?;
+                for (name, state) in workload::act_all(cluster.plane()).await? {
+                    if shown.get(&name) != Some(&state) {
+                        eprintln!("capms-realcluster: {name}: {state}");
+                        shown.insert(name, state);
+                    }
+                }
             }
         }
     }

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, NodeCondition, NodeSpec, NodeStatus, Secret};
 use kube::api::{
     ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
@@ -23,13 +22,11 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::control_plane::ControlPlane;
-use crate::error::{Error, KubeContext, Result};
+use crate::error::{KubeContext, Result};
 use crate::kubeconfig::{self, Credentials};
 
 /// The label Cluster API puts on a cluster's objects.
 pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
-/// The harness's field manager.
-const MANAGER: &str = "capms-realcluster";
 
 /// A Cluster API kind of group `cluster.x-k8s.io`, version v1beta2.
 pub fn capi(kind: &str, plural: &str) -> ApiResource {
@@ -63,11 +60,26 @@ pub async fn act(plane: &ControlPlane, namespace: &str, cluster: &str) -> Result
     if kubeconfig {
         ensure_kubeadm_config(plane).await?;
     }
-    let created = ensure_nodes(plane, namespace, cluster).await?;
-    Ok(format!(
-        "kubeconfig {}, nodes created {created}",
-        if kubeconfig { "ready" } else { "not yet written" }
-    ))
+    let (with_nodes, machines) = ensure_nodes(plane, namespace, cluster).await?;
+    let kubeconfig = if kubeconfig { "points here" } else { "not yet written" };
+    Ok(format!("kubeconfig {kubeconfig}, {with_nodes} of {machines} Machines have a Node"))
+}
+
+/// [`act`] for every Cluster of the management cluster; returns `namespace/name` and what was
+/// done, per cluster.
+pub async fn act_all(plane: &ControlPlane) -> Result<Vec<(String, String)>> {
+    let clusters: Api<DynamicObject> = Api::all_with(plane.client(), &capi("Cluster", "clusters"));
+    let list = clusters.list(&ListParams::default()).await.kube(|| "list Clusters".to_string())?;
+    let mut lines = Vec::new();
+    for cluster in list.items {
+        let (Some(namespace), Some(name)) =
+            (cluster.metadata.namespace.clone(), cluster.metadata.name.clone())
+        else {
+            continue;
+        };
+        lines.push((format!("{namespace}/{name}"), act(plane, &namespace, &name).await?));
+    }
+    Ok(lines)
 }
 
 /// Points `<cluster>-kubeconfig` at the management apiserver. Returns whether the Secret
@@ -121,8 +133,8 @@ async fn ensure_kubeadm_config(plane: &ControlPlane) -> Result<()> {
 }
 
 /// Creates a Ready Node for every Machine of the cluster with a providerID and no Node yet.
-/// Returns how many it created.
-async fn ensure_nodes(plane: &ControlPlane, namespace: &str, cluster: &str) -> Result<usize> {
+/// Returns how many Machines have a Node, and how many there are.
+async fn ensure_nodes(plane: &ControlPlane, namespace: &str, cluster: &str) -> Result<(usize, usize)> {
     let nodes: Api<Node> = Api::all(plane.client());
     let known: Vec<String> = nodes
         .list(&ListParams::default())
@@ -132,18 +144,19 @@ async fn ensure_nodes(plane: &ControlPlane, namespace: &str, cluster: &str) -> R
         .into_iter()
         .filter_map(|node| node.spec.and_then(|spec| spec.provider_id))
         .collect();
-    let mut created = 0;
-    for machine in list(plane, &capi("Machine", "machines"), namespace, cluster).await? {
+    let machines = list(plane, &capi("Machine", "machines"), namespace, cluster).await?;
+    let mut with_nodes = 0;
+    for machine in &machines {
         let Some(provider_id) = machine.data.pointer("/spec/providerID").and_then(Value::as_str) else {
             continue;
         };
+        with_nodes += 1;
         if known.iter().any(|known| known == provider_id) || machine.metadata.deletion_timestamp.is_some() {
             continue;
         }
         create_node(&nodes, &machine.name_any(), provider_id).await?;
-        created += 1;
     }
-    Ok(created)
+    Ok((with_nodes, machines.len()))
 }
 
 async fn create_node(nodes: &Api<Node>, name: &str, provider_id: &str) -> Result<()> {
@@ -156,18 +169,24 @@ async fn create_node(nodes: &Api<Node>, name: &str, provider_id: &str) -> Result
     set_node_ready(nodes, name, true).await
 }
 
-/// Sets the Node's Ready condition, as its kubelet would.
+/// Sets the Node's conditions as its kubelet would: Ready (or not), and no memory, disk or PID
+/// pressure (Cluster API reads all four for a Machine's NodeHealthy).
 pub async fn set_node_ready(nodes: &Api<Node>, name: &str, ready: bool) -> Result<()> {
-    let condition = NodeCondition {
-        type_: "Ready".to_string(),
-        status: if ready { "True" } else { "False" }.to_string(),
-        reason: Some(if ready { "KubeletReady" } else { "KubeletNotReady" }.to_string()),
+    let condition = |type_: &str, status: bool, reason: &str| NodeCondition {
+        type_: type_.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: Some(reason.to_string()),
         message: Some("set by capms-realcluster".to_string()),
         last_heartbeat_time: Some(now()),
         last_transition_time: Some(now()),
     };
-    let status =
-        json!({ "status": NodeStatus { conditions: Some(vec![condition]), ..NodeStatus::default() } });
+    let conditions = vec![
+        condition("Ready", ready, if ready { "KubeletReady" } else { "KubeletNotReady" }),
+        condition("MemoryPressure", false, "KubeletHasSufficientMemory"),
+        condition("DiskPressure", false, "KubeletHasNoDiskPressure"),
+        condition("PIDPressure", false, "KubeletHasSufficientPID"),
+    ];
+    let status = json!({ "status": NodeStatus { conditions: Some(conditions), ..NodeStatus::default() } });
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
@@ -177,19 +196,4 @@ pub async fn set_node_ready(nodes: &Api<Node>, name: &str, ready: bool) -> Resul
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// The bytes of a Secret key, for flows that read bootstrap data.
-pub fn secret_value(secret: &Secret, key: &str) -> Result<Vec<u8>> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .map(|ByteString(bytes)| bytes.clone())
-        .ok_or_else(|| Error::Invalid(format!("Secret {} has no key {key}", secret.name_any())))
-}
-
-/// The field manager the harness writes with.
-pub fn manager() -> &'static str {
-    MANAGER
 }
