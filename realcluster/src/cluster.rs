@@ -2,17 +2,18 @@
 //! control plane) and capms installed as `clusterctl init` would install them, and their
 //! managers running as processes (see `components.rs` for how and why).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokio::process::Command;
 
 use crate::components::{
-    Components, Flag, Provider, ProviderType, Ready, apply, kustomize, wait_established,
+    Components, Flag, Provider, ProviderType, Ready, apply, clusterctl, kubectl, kustomize, wait_established,
 };
 use crate::control_plane::{ControlPlane, path};
 use crate::error::{Error, IoContext, Result};
-use crate::metal::{EDIT_KEY, MetalApi};
+use crate::metal::{EDIT_KEY, IMAGE, MetalApi, PROJECT};
 use crate::parts::{Binaries, Part, cluster_api_module};
 use crate::process::{Process, free_ports, output};
 
@@ -20,8 +21,18 @@ use crate::process::{Process, free_ports, output};
 pub const CLUSTER_API_VERSION: &str = "v1.14.2";
 /// The version `capms-manager manifests` writes into the local repository.
 pub const CAPMS_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+/// The Kubernetes version of generated clusters.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
 /// Cluster API's feature gates the flows need, as clusterctl variables.
 const CAPI_VARIABLES: [(&str, &str); 1] = [("CLUSTER_TOPOLOGY", "true")];
+
+/// How a management cluster is set up beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// kube-apiserver writes an audit log (`<dir>/audit.log`, JSON lines, one per completed
+    /// request) of every service account's requests: what each manager asks of the apiserver.
+    pub audit: bool,
+}
 
 /// A running management cluster.
 #[derive(Debug)]
@@ -30,6 +41,7 @@ pub struct ManagementCluster {
     managers: Vec<Process>,
     repository: PathBuf,
     capms: Components,
+    metrics: BTreeMap<String, String>,
 }
 
 impl ManagementCluster {
@@ -40,9 +52,10 @@ impl ManagementCluster {
         dir: &Path,
         name: &str,
         metal: &MetalApi,
+        options: Options,
     ) -> Result<ManagementCluster> {
         std::fs::create_dir_all(dir).io(|| format!("create {}", dir.display()))?;
-        let plane = ControlPlane::start(binaries, dir, name).await?;
+        let plane = ControlPlane::start(binaries, dir, name, options.audit).await?;
         let module = cluster_api_module().await?;
         install_inventory_crd(&plane, &module).await?;
         let repository = dir.join("repository");
@@ -58,9 +71,16 @@ impl ManagementCluster {
         for components in providers.iter().chain([&capms]) {
             components.install(&plane).await?;
         }
-        let mut cluster = ManagementCluster { plane, managers: Vec::new(), repository, capms: capms.clone() };
+        let mut cluster = ManagementCluster {
+            plane,
+            managers: Vec::new(),
+            repository,
+            capms: capms.clone(),
+            metrics: BTreeMap::new(),
+        };
         for components in providers.iter().chain([&capms]) {
-            let manager = cluster.run(binaries, components).await?;
+            let (manager, metrics) = cluster.run(binaries, components).await?;
+            cluster.metrics.insert(manager.name().to_string(), metrics);
             cluster.managers.push(manager);
         }
         Ok(cluster)
@@ -88,9 +108,59 @@ impl ManagementCluster {
         self.managers.iter_mut().try_for_each(Process::alive)
     }
 
+    /// The metrics URL of the manager with manifest label `label` (capms's: Prometheus text at
+    /// `/metrics`).
+    pub fn metrics_url(&self, label: &str) -> Option<&str> {
+        self.metrics.get(label).map(String::as_str)
+    }
+
     /// The process of the manager with manifest label `label` (e.g. `infrastructure-metalstack`).
     pub fn manager(&self, label: &str) -> Option<&Process> {
         self.managers.iter().find(|manager| manager.name() == label)
+    }
+
+    /// `clusterctl generate cluster NAME` with the real binary, from the local repository that
+    /// `capms-manager manifests --out` wrote, in `namespace`, with one control-plane machine and
+    /// `workers` workers of mini-lab's project and image; `flavor` `None` is the default
+    /// template. Returns the manifest.
+    pub async fn generate_cluster(
+        &self,
+        binaries: &Binaries,
+        namespace: &str,
+        name: &str,
+        flavor: Option<&str>,
+        workers: usize,
+    ) -> Result<String> {
+        let home = self.plane.dir().join("clusterctl-home");
+        std::fs::create_dir_all(&home).io(|| format!("create {}", home.display()))?;
+        let mut command = clusterctl(binaries, &home);
+        command.env("KUBECONFIG", self.plane.admin_kubeconfig());
+        command.args([
+            "generate",
+            "cluster",
+            name,
+            "--config",
+            &path(&self.repository.join("clusterctl.yaml")),
+        ]);
+        command.args(["--infrastructure", "metalstack", "--kubernetes-version", KUBERNETES_VERSION]);
+        command.args(["--target-namespace", namespace, "--control-plane-machine-count", "1"]);
+        command.args(["--worker-machine-count", &workers.to_string()]);
+        command.args(flavor.map(|flavor| ["--flavor", flavor]).into_iter().flatten());
+        command
+            .env("METAL_PROJECT_ID", PROJECT)
+            .env("CONTROL_PLANE_MACHINE_IMAGE", IMAGE)
+            .env("WORKER_MACHINE_IMAGE", IMAGE);
+        output(command).await
+    }
+
+    /// `kubectl apply -f` of a manifest (written to `<dir>/<name>.yaml`), as a user applies what
+    /// clusterctl generated.
+    pub async fn apply_manifest(&self, name: &str, manifest: &str) -> Result<()> {
+        let file = self.plane.dir().join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest).io(|| format!("write {}", file.display()))?;
+        let mut command = kubectl(&self.plane);
+        command.arg("apply").arg("-f").arg(&file);
+        output(command).await.map(|_| ())
     }
 
     /// Stops every manager, then the control plane.
@@ -101,7 +171,8 @@ impl ManagementCluster {
         self.plane.stop().await;
     }
 
-    async fn run(&self, binaries: &Binaries, components: &Components) -> Result<Process> {
+    /// Starts a provider's manager; returns it and its metrics URL.
+    async fn run(&self, binaries: &Binaries, components: &Components) -> Result<(Process, String)> {
         let [health, metrics] = free_ports(2)?[..] else {
             return Err(Error::Invalid("free_ports returned the wrong count".to_string()));
         };
@@ -121,7 +192,8 @@ impl ManagementCluster {
             ]
         };
         let ready = Ready { url: format!("http://127.0.0.1:{health}/readyz") };
-        components.run(binaries, &self.plane, &flags, ready).await
+        let process = components.run(binaries, &self.plane, &flags, ready).await?;
+        Ok((process, format!("http://127.0.0.1:{metrics}/metrics")))
     }
 }
 

@@ -9,8 +9,9 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
+use tokio::process::Command;
 
-use crate::error::{Error, KubeContext, Result};
+use crate::error::{Error, IoContext, KubeContext, Result};
 use crate::kubeconfig::{self, Credentials};
 use crate::parts::{Binaries, Part};
 use crate::pki::Pki;
@@ -53,8 +54,9 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager with their files under `dir`,
-    /// and waits until the apiserver is ready.
-    pub async fn start(binaries: &Binaries, dir: &Path, name: &str) -> Result<ControlPlane> {
+    /// and waits until the apiserver is ready. With `audit`, the apiserver logs every service
+    /// account's requests to `<dir>/audit.log`.
+    pub async fn start(binaries: &Binaries, dir: &Path, name: &str, audit: bool) -> Result<ControlPlane> {
         let pki = Pki::create(&dir.join("pki"), name)?;
         let [etcd_client, etcd_peer, api_port] = free_ports(3)?[..] else {
             return Err(Error::Invalid("free_ports returned the wrong count".to_string()));
@@ -74,7 +76,11 @@ impl ControlPlane {
             )?,
         )?;
         let signing = pki.signing_key("service-accounts")?;
-        processes.push(start_apiserver(binaries, dir, &pki, etcd_client, api_port, &signing)?);
+        let mut apiserver = apiserver(binaries, dir, &pki, etcd_client, api_port, &signing)?;
+        if audit {
+            audit_service_accounts(&mut apiserver, dir)?;
+        }
+        processes.push(Process::spawn("kube-apiserver", apiserver, dir)?);
         let client = kubeconfig::client(&admin).await?;
         let mut plane = ControlPlane {
             name: name.to_string(),
@@ -218,14 +224,14 @@ async fn start_etcd(binaries: &Binaries, dir: &Path, client: u16, peer: u16) -> 
     Ok(process)
 }
 
-fn start_apiserver(
+fn apiserver(
     binaries: &Binaries,
     dir: &Path,
     pki: &Pki,
     etcd_client: u16,
     port: u16,
     signing: &crate::pki::KeyFiles,
-) -> Result<Process> {
+) -> Result<Command> {
     let serving = pki.server("apiserver")?;
     let mut apiserver = binaries.command(Part::KubeApiserver);
     apiserver.args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_client}")]);
@@ -247,7 +253,31 @@ fn start_apiserver(
     // The default endpoint reconciler refuses a loopback advertise address; nothing here needs
     // the `kubernetes` Service's endpoints.
     apiserver.args(["--endpoint-reconciler-type", "none"]);
-    Process::spawn("kube-apiserver", apiserver, dir)
+    Ok(apiserver)
+}
+
+/// An audit policy that records the metadata of every service account's requests once, when
+/// they complete, to `<dir>/audit.log`.
+fn audit_service_accounts(apiserver: &mut Command, dir: &Path) -> Result<()> {
+    let policy = dir.join("audit-policy.json");
+    let rules = serde_json::json!({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived", "ResponseStarted"],
+        "rules": [
+            { "level": "Metadata", "userGroups": ["system:serviceaccounts"] },
+            { "level": "None" },
+        ],
+    });
+    std::fs::write(&policy, rules.to_string()).io(|| format!("write {}", policy.display()))?;
+    apiserver.args([
+        "--audit-policy-file",
+        &path(&policy),
+        "--audit-log-path",
+        &path(&dir.join("audit.log")),
+    ]);
+    apiserver.args(["--audit-log-format", "json", "--audit-log-maxsize", "0"]);
+    Ok(())
 }
 
 /// A path as an argument.

@@ -7,6 +7,7 @@
 //! [`Harness::start`] brings one up; the flows in `tests/flows.rs` and `capms-realcluster up`
 //! use it. See `docs/real-cluster.md`.
 
+pub mod bench;
 pub mod cluster;
 pub mod components;
 pub mod control_plane;
@@ -21,7 +22,7 @@ pub mod workload;
 
 use std::path::{Path, PathBuf};
 
-pub use cluster::ManagementCluster;
+pub use cluster::{ManagementCluster, Options};
 pub use error::{Error, Result};
 pub use metal::MetalApi;
 pub use parts::Binaries;
@@ -45,8 +46,13 @@ enum Folder {
 
 impl Harness {
     /// Locates the binaries, makes a folder (under `dir`, or a temporary one) and starts
-    /// `capms-sim serve`.
+    /// `capms-sim serve` with [`metal::FLOW_MACHINES`] machines.
     pub async fn start(dir: Option<&Path>) -> Result<Harness> {
+        Harness::start_with(dir, metal::FLOW_MACHINES).await
+    }
+
+    /// [`Harness::start`] with `machines` machines in the datacenter.
+    pub async fn start_with(dir: Option<&Path>, machines: usize) -> Result<Harness> {
         let binaries = Binaries::locate().await?;
         let folder = match dir {
             Some(dir) => {
@@ -61,13 +67,18 @@ impl Harness {
             ),
         };
         let path = folder.path().to_path_buf();
-        let metal = MetalApi::start(&binaries, &path).await?;
+        let metal = MetalApi::start(&binaries, &path, machines).await?;
         Ok(Harness { folder, binaries, metal })
     }
 
     /// Starts a management cluster named `name` in `<folder>/<name>`.
     pub async fn management_cluster(&self, name: &str) -> Result<ManagementCluster> {
-        ManagementCluster::start(&self.binaries, &self.dir().join(name), name, &self.metal).await
+        self.management_cluster_with(name, Options::default()).await
+    }
+
+    /// [`Harness::management_cluster`] with `options`.
+    pub async fn management_cluster_with(&self, name: &str, options: Options) -> Result<ManagementCluster> {
+        ManagementCluster::start(&self.binaries, &self.dir().join(name), name, &self.metal, options).await
     }
 
     /// The harness's folder.

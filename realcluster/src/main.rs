@@ -34,18 +34,42 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Measure capms-manager as its own process: one cluster with WORKERS workers generated
+    /// with clusterctl and applied, until every Machine runs; prints a Markdown table (peak
+    /// memory, reconciles, metal-api calls, apiserver requests).
+    Bench {
+        /// Worker machines of the cluster (plus one control-plane machine).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        workers: u32,
+        /// Keep the files (logs, audit log) in DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Up { dir } = Cli::parse().command;
-    match up(dir).await {
+    let result = match Cli::parse().command {
+        Command::Up { dir } => up(dir).await,
+        Command::Bench { workers, dir } => bench(workers, dir).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("capms-realcluster: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn bench(workers: u32, dir: Option<PathBuf>) -> capms_realcluster::Result<()> {
+    eprintln!("bench: {workers} workers and one control-plane machine on a real management cluster ...");
+    let report = capms_realcluster::bench::run(dir.as_deref(), workers as usize).await?;
+    #[allow(clippy::print_stdout, reason = "the report is the command's output")]
+    {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 async fn up(dir: Option<PathBuf>) -> capms_realcluster::Result<()> {

@@ -23,9 +23,9 @@ pub const EDIT_KEY: &str = "metal-edit";
 pub const IMAGE: &str = "ubuntu-26.4";
 /// From allocation to Phoned Home in the served datacenter.
 const PROVISIONING: &str = "3s";
-/// Machines in the served partition: enough for a firewall, a control plane, workers and their
-/// replacements.
-const MACHINES: &str = "16";
+/// Machines in the served partition for the flows: enough for a firewall, a control plane,
+/// workers and their replacements.
+pub const FLOW_MACHINES: usize = 16;
 /// How long `capms-sim serve` may take to answer.
 const READY: Duration = Duration::from_secs(30);
 
@@ -67,8 +67,9 @@ impl fmt::Display for Allocated {
 }
 
 impl MetalApi {
-    /// Starts `capms-sim serve` on a free loopback port, logging to `<logs>/capms-sim.log`.
-    pub async fn start(binaries: &Binaries, logs: &Path) -> Result<MetalApi> {
+    /// Starts `capms-sim serve` with `machines` machines on a free loopback port, logging to
+    /// `<logs>/capms-sim.log`.
+    pub async fn start(binaries: &Binaries, logs: &Path, machines: usize) -> Result<MetalApi> {
         let port = free_ports(1)?[0];
         let mut command = binaries.command(Part::CapmsSim);
         command.args([
@@ -78,7 +79,7 @@ impl MetalApi {
             "--provisioning",
             PROVISIONING,
             "--machines",
-            MACHINES,
+            &machines.to_string(),
         ]);
         let mut process = Process::spawn("capms-sim", command, logs)?;
         let url = format!("http://127.0.0.1:{port}/metal");

@@ -6,8 +6,7 @@ pub mod cel;
 use std::time::Duration;
 
 use capms_realcluster::components::{clusterctl, kubectl};
-use capms_realcluster::control_plane::path;
-use capms_realcluster::metal::{EDIT_KEY, IMAGE, PROJECT};
+use capms_realcluster::metal::EDIT_KEY;
 use capms_realcluster::process::output;
 use capms_realcluster::wait::{Progress, until};
 use capms_realcluster::workload::{self, capi, capms};
@@ -79,9 +78,8 @@ pub async fn inventory_has_every_provider(cluster: &ManagementCluster) -> Result
     Ok(())
 }
 
-/// `clusterctl generate cluster NAME` with the real binary, from the local repository that
-/// `capms-manager manifests --out` wrote, with one control-plane machine and `workers` workers;
-/// `flavor` `None` is the default template. Returns the manifest.
+/// `clusterctl generate cluster NAME` (see [`ManagementCluster::generate_cluster`]) in the
+/// flows' namespace.
 pub async fn generate_cluster(
     flow: &Flow,
     cluster: &ManagementCluster,
@@ -89,43 +87,12 @@ pub async fn generate_cluster(
     flavor: Option<&str>,
     workers: usize,
 ) -> Result<String> {
-    let home = cluster.plane().dir().join("clusterctl-home");
-    std::fs::create_dir_all(&home)
-        .map_err(|source| Error::Io { context: format!("create {}", home.display()), source })?;
-    let mut command = clusterctl(flow.harness.binaries(), &home);
-    command.env("KUBECONFIG", cluster.plane().admin_kubeconfig());
-    command.args([
-        "generate",
-        "cluster",
-        name,
-        "--config",
-        &path(&cluster.repository().join("clusterctl.yaml")),
-    ]);
-    command.args([
-        "--infrastructure",
-        "metalstack",
-        "--kubernetes-version",
-        "v1.33.0",
-        "--target-namespace",
-        NAMESPACE,
-    ]);
-    command.args(["--control-plane-machine-count", "1", "--worker-machine-count", &workers.to_string()]);
-    command.args(flavor.map(|flavor| ["--flavor", flavor]).into_iter().flatten());
-    command
-        .env("METAL_PROJECT_ID", PROJECT)
-        .env("CONTROL_PLANE_MACHINE_IMAGE", IMAGE)
-        .env("WORKER_MACHINE_IMAGE", IMAGE);
-    output(command).await
+    cluster.generate_cluster(flow.harness.binaries(), NAMESPACE, name, flavor, workers).await
 }
 
 /// `kubectl apply -f` of a manifest, as a user applies what clusterctl generated.
 pub async fn apply_manifest(cluster: &ManagementCluster, name: &str, manifest: &str) -> Result<()> {
-    let file = cluster.plane().dir().join(format!("{name}.yaml"));
-    std::fs::write(&file, manifest)
-        .map_err(|source| Error::Io { context: format!("write {}", file.display()), source })?;
-    let mut command = kubectl(cluster.plane());
-    command.arg("apply").arg("-f").arg(&file);
-    output(command).await.map(|_| ())
+    cluster.apply_manifest(name, manifest).await
 }
 
 /// Plays the workload cluster (see `workload.rs`) until the cluster's infrastructure is
