@@ -8,7 +8,7 @@ use capms_core::metal::{
     MachineNetwork, MachineQuery, MachineRole, MachineState, Network, NetworkType, ProvisioningEvent,
     ProvisioningEventKind,
 };
-use capms_core::{BackendError, Operation, tags};
+use capms_core::{BackendError, Operation, Timestamp, tags};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -578,17 +578,25 @@ impl Datacenter {
     /// [`MACHINE_DEAD_AFTER`] later metal-api turns it `Unknown` or `Dead`. Returns whether it
     /// exists.
     pub(crate) fn silence(&mut self, machine_id: &str) -> bool {
-        let now = self.now;
+        self.silence_since(machine_id, self.now)
+    }
+
+    /// [`Datacenter::silence`] as if the machine had gone silent at `since` (not after now):
+    /// metal-api's liveliness check runs [`MACHINE_DEAD_AFTER`] after `since`, at once if that
+    /// is past.
+    pub(crate) fn silence_since(&mut self, machine_id: &str, since: Timestamp) -> bool {
+        let since = since.min(self.now);
         let Some(sim) = self.machines.get_mut(machine_id) else {
             return false;
         };
         if sim.silent_since.is_some() {
             return true;
         }
-        sim.silent_since = Some(now);
-        self.record(format!("machine {machine_id}: goes silent"));
+        sim.silent_since = Some(since);
+        self.record(format!("machine {machine_id}: goes silent (since {since})"));
+        let silent_for = self.now.duration_since(since).unsigned_abs();
         let timeout = Scheduled::LivelinessTimeout { machine_id: machine_id.to_string() };
-        self.schedule(MACHINE_DEAD_AFTER, timeout);
+        self.schedule(MACHINE_DEAD_AFTER.saturating_sub(silent_for), timeout);
         true
     }
 

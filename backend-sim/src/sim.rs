@@ -131,6 +131,13 @@ impl Sim {
         self.with(|datacenter| datacenter.silence(machine_id))
     }
 
+    /// [`Sim::kill_machine`] as if the machine had died at `since`: a machine killed
+    /// [`crate::MACHINE_DEAD_AFTER`] ago is `Unknown` (allocated) or `Dead` at once. For
+    /// `capms-sim serve --control`, whose clock is the wall clock. Returns whether it exists.
+    pub fn kill_machine_since(&self, machine_id: &str, since: Timestamp) -> bool {
+        self.with(|datacenter| datacenter.silence_since(machine_id, since))
+    }
+
     /// Since when a machine is silent (killed, or hung while provisioning), if it is.
     pub fn silent_since(&self, machine_id: &str) -> Option<Timestamp> {
         self.with(|datacenter| datacenter.machines.get(machine_id).and_then(|sim| sim.silent_since))

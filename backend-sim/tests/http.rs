@@ -418,3 +418,30 @@ async fn serves_over_loopback_tcp() {
     let _ = stop.send(());
     server.await.expect("server task").expect("server ends cleanly");
 }
+
+/// `capms-sim serve --control`: a machine killed as if silent for `MACHINE_DEAD_AFTER` is
+/// reported Dead (unallocated) at once; without `--control` the path is metal-api's 404.
+#[tokio::test]
+async fn control_kills_a_machine_only_when_switched_on() {
+    let (status, _) = call(&app(), "POST", "/capms-sim/v1/machine/any/kill", Auth::None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let config = ServerConfig { control: true, ..ServerConfig::default() };
+    let app = router(SimBuilder::new().seed(7).build(), config);
+    let (status, body) = call(&app, "POST", "/metal/v1/machine/find", view(), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let machines: Vec<MachineResponse> = serde_json::from_value(body).expect("machines");
+    let id = &machines.first().expect("a machine").id;
+    let seconds = capms_backend_sim::MACHINE_DEAD_AFTER.as_secs();
+    let kill = format!("/capms-sim/v1/machine/{id}/kill?silent-for={seconds}");
+    let (status, body) = call(&app, "POST", &kill, Auth::None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&app, "GET", &format!("/metal/v1/machine/{id}"), view(), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["liveliness"], json!("Dead"), "{body}");
+
+    let (status, _) = call(&app, "POST", "/capms-sim/v1/machine/nope/kill", Auth::None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, "GET", &kill, Auth::None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -1,8 +1,10 @@
 //! `capms-realcluster bench`: capms-manager measured as its own process against a real
 //! kube-apiserver, with Cluster API's real managers and `capms-sim serve` as metal-api.
 //!
-//! One cluster of the `no-firewall` flavor with one control-plane machine and N workers is
-//! generated with `clusterctl` and applied; the harness plays the workload cluster (Nodes)
+//! One cluster of the default flavor (a firewall, one control-plane machine and N workers) is
+//! generated with `clusterctl` and applied (not `no-firewall`: its machines sit on mini-lab's
+//! external network, a /25 that runs out of addresses after 125 machines; behind the firewall
+//! they use the node network, a /22); the harness plays the workload cluster (Nodes)
 //! until every Machine runs. Then it reads capms-manager's peak resident memory (`VmHWM` of
 //! `/proc/<pid>/status`), its own metrics (reconciles by kind, metal-api calls by operation), and
 //! kube-apiserver's audit log of capms-manager's service account (completed requests by verb).
@@ -26,7 +28,7 @@ const NAME: &str = "scale";
 const CAPMS: &str = "infrastructure-metalstack";
 /// capms-manager's service account, as the apiserver names the user.
 const CAPMS_USER: &str = "system:serviceaccount:capms-system:capms-manager";
-/// Machines in the datacenter beyond the cluster's.
+/// Machines in the datacenter beyond the cluster's Machines (one is the firewall).
 const SPARE_MACHINES: usize = 8;
 /// How often the bench looks at the Machines (each look lists all of them).
 const POLL: Duration = Duration::from_secs(2);

@@ -34,7 +34,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Measure capms-manager as its own process: one cluster with WORKERS workers generated
+    /// Measure capms-manager as its own process: one cluster (default flavor: a firewall, one
+    /// control-plane machine) with WORKERS workers generated
     /// with clusterctl and applied, until every Machine runs; prints a Markdown table (peak
     /// memory, reconciles, metal-api calls, apiserver requests).
     Bench {
@@ -49,9 +50,21 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Up { dir } => up(dir).await,
-        Command::Bench { workers, dir } => bench(workers, dir).await,
+    let command = Cli::parse().command;
+    let work = async {
+        match command {
+            Command::Up { dir } => up(dir).await,
+            Command::Bench { workers, dir } => bench(workers, dir).await,
+        }
+    };
+    // On SIGTERM or SIGINT the command's future is dropped, and with it every process it
+    // started (they are killed on drop): a stopped harness leaves nothing running.
+    let result = tokio::select! {
+        result = work => result,
+        signal = stopped() => {
+            eprintln!("capms-realcluster: {signal}: stopping everything");
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +72,18 @@ async fn main() -> ExitCode {
             eprintln!("capms-realcluster: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, naming it.
+async fn stopped() -> &'static str {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
 
@@ -105,21 +130,14 @@ async fn up(dir: Option<PathBuf>) -> capms_realcluster::Result<()> {
     }
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            () = tokio::time::sleep(WATCH) => {
-                harness.alive()?;
-                cluster.alive()?;
-                for (name, state) in workload::act_all(cluster.plane()).await? {
-                    if shown.get(&name) != Some(&state) {
-                        eprintln!("capms-realcluster: {name}: {state}");
-                        shown.insert(name, state);
-                    }
-                }
+        tokio::time::sleep(WATCH).await;
+        harness.alive()?;
+        cluster.alive()?;
+        for (name, state) in workload::act_all(cluster.plane()).await? {
+            if shown.get(&name) != Some(&state) {
+                eprintln!("capms-realcluster: {name}: {state}");
+                shown.insert(name, state);
             }
         }
     }
-    eprintln!("capms-realcluster: stopping");
-    cluster.stop().await;
-    Ok(())
 }

@@ -80,6 +80,8 @@ impl MetalApi {
             PROVISIONING,
             "--machines",
             &machines.to_string(),
+            // The flows play machine deaths through its test-only control requests.
+            "--control",
         ]);
         let mut process = Process::spawn("capms-sim", command, logs)?;
         let url = format!("http://127.0.0.1:{port}/metal");
@@ -115,6 +117,23 @@ impl MetalApi {
         machines.sort_by(|a, b| a.id.cmp(&b.id));
         machines.dedup_by(|a, b| a.id == b.id);
         Ok(machines)
+    }
+
+    /// Kills machine `id` as if it had gone silent `MACHINE_DEAD_AFTER` ago, through `capms-sim
+    /// serve --control`: metal-api reports it `Unknown` at once while it is allocated.
+    pub async fn kill(&self, id: &str) -> Result<()> {
+        let base = self.url.trim_end_matches("/metal");
+        let seconds = capms_backend_sim::MACHINE_DEAD_AFTER.as_secs();
+        let url = format!("{base}/capms-sim/v1/machine/{id}/kill?silent-for={seconds}");
+        let answer = reqwest::Client::new()
+            .post(&url)
+            .send()
+            .await
+            .map_err(|error| Error::Invalid(format!("POST {url}: {error}")))?;
+        if !answer.status().is_success() {
+            return Err(Error::Invalid(format!("POST {url}: HTTP {}", answer.status())));
+        }
+        Ok(())
     }
 
     /// Everything allocated in the project: machines, networks, IPs.

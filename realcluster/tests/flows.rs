@@ -143,3 +143,27 @@ async fn a_machine_health_check_replaces_a_worker_whose_node_is_not_ready() {
     })
     .await;
 }
+
+/// A second MachineHealthCheck, on `InfrastructureReady`: a worker whose machine metal-api
+/// reports `Unknown` (it went silent while allocated) is marked by capms, replaced by Cluster
+/// API, freed by capms, and the replacement runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real parts; scripts/test runs it"]
+async fn a_machine_health_check_replaces_a_worker_whose_machine_metal_api_reports_unknown() {
+    Flow::run("liveliness health check", async |flow| {
+        let mut cluster = flow.management_cluster("liveliness").await?;
+        let manifest = support::generate_cluster(flow, &cluster, "silent", Some("no-firewall"), 1).await?;
+        support::apply_manifest(&cluster, "silent", &manifest).await?;
+        support::until_running(flow, &mut cluster, "silent", 2).await?;
+        support::create_infrastructure_health_check(&cluster, "silent").await?;
+        let [(machine, provider_id)] = &support::workers(&cluster, "silent").await?[..] else {
+            return Err(Error::Invalid("expected one worker Machine".to_string()));
+        };
+        let metal_id = provider_id.rsplit('/').next().unwrap_or(provider_id);
+        flow.metal().kill(metal_id).await?;
+        support::until_replaced(flow, &mut cluster, "silent", machine, provider_id).await?;
+        support::until_running(flow, &mut cluster, "silent", 2).await?;
+        support::delete_and_check_nothing_left(flow, &mut cluster, "silent").await
+    })
+    .await;
+}

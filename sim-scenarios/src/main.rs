@@ -159,6 +159,12 @@ struct ServeArgs {
     /// Machines of size v1-small-x86 in partition mini-lab.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     machines: u32,
+    /// Also answer test-only control requests, unauthenticated, beside metal-api's API:
+    /// `POST /capms-sim/v1/machine/{id}/kill?silent-for=SECONDS` kills a machine as if it had
+    /// gone silent SECONDS ago (300 or more: metal-api reports it Unknown at once). For test
+    /// harnesses only.
+    #[arg(long)]
+    control: bool,
 }
 
 impl ServeArgs {
@@ -175,6 +181,7 @@ impl ServeArgs {
         options.server.admin_key = self.hmac_admin_key;
         options.server.token = self.token;
         options.server.clock = ServerClock::WallClock { speedup: self.speedup };
+        options.server.control = self.control;
         options
     }
 }

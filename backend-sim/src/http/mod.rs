@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Which clock drives the datacenter while it is served.
     pub clock: ServerClock,
+    /// Also answer the test-only control requests (`--control`, see `routes::control`).
+    pub control: bool,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             admin_key: "metal-admin".to_string(),
             token: None,
             clock: ServerClock::Virtual,
+            control: false,
         }
     }
 }
@@ -89,6 +92,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_key", &"<redacted>")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("clock", &self.clock)
+            .field("control", &self.control)
             .finish()
     }
 }

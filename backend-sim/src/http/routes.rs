@@ -199,6 +199,36 @@ fn not_found(path: &str) -> Response {
     error_response(StatusCode::NOT_FOUND, format!("NotFound no route for {path}"))
 }
 
+/// `capms-sim serve --control`: faults played against a served datacenter by a test harness
+/// (the real-cluster flows), beside metal-api's API and unauthenticated, so only on request.
+/// `POST /capms-sim/v1/machine/{id}/kill?silent-for=SECONDS` kills a machine as if it had gone
+/// silent SECONDS ago (at least `MACHINE_DEAD_AFTER` makes metal-api report it `Unknown` at once).
+fn control(state: &State, method: &Method, rest: &str, query: Option<&str>) -> Response {
+    let Some(machine_id) = rest.strip_prefix("machine/").and_then(|rest| rest.strip_suffix("/kill")) else {
+        return not_found(&format!("{CONTROL_PREFIX}{rest}"));
+    };
+    if method != Method::POST {
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "only POST kills a machine".to_string());
+    }
+    let silent_for = query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("silent-for="))
+        .map_or(Ok(0), str::parse::<u32>);
+    let Ok(silent_for) = silent_for else {
+        return error_response(StatusCode::BAD_REQUEST, "silent-for must be whole seconds".to_string());
+    };
+    let sim = state.backend.sim();
+    if let Some(anchor) = &state.anchor {
+        anchor.catch_up(sim);
+    }
+    let since = sim.now() - jiff::SignedDuration::from_secs(i64::from(silent_for));
+    if !sim.kill_machine_since(&percent_decode(machine_id), since) {
+        return error_response(StatusCode::NOT_FOUND, format!("no machine {machine_id}"));
+    }
+    json(StatusCode::OK, &serde_json::json!({ "machine": machine_id, "silentSince": since.to_string() }))
+}
+
 /// Whether the request declares a JSON body (`application/json`, parameters allowed).
 fn is_json(request: &Request) -> bool {
     request
@@ -209,12 +239,20 @@ fn is_json(request: &Request) -> bool {
         .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Where `capms-sim serve --control` answers its test-only requests.
+pub(super) const CONTROL_PREFIX: &str = "/capms-sim/v1/";
+
 /// The one handler: see the module documentation for the order of checks.
 pub(super) async fn handle(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     request: Request,
 ) -> Response {
     let path = request.uri().path().to_string();
+    if state.config.control
+        && let Some(rest) = path.strip_prefix(CONTROL_PREFIX)
+    {
+        return control(&state, request.method(), rest, request.uri().query());
+    }
     let Some(rest) = path.strip_prefix(&state.base_path).and_then(|rest| rest.strip_prefix("/v1/")) else {
         return not_found(&path);
     };

@@ -47,6 +47,11 @@ impl Flow {
         }
     }
 
+    /// The simulated metal-api.
+    pub fn metal(&self) -> &capms_realcluster::MetalApi {
+        self.harness.metal()
+    }
+
     /// Starts a management cluster named `name`.
     pub async fn management_cluster(&self, name: &str) -> Result<ManagementCluster> {
         self.harness.management_cluster(name).await
@@ -401,4 +406,23 @@ pub async fn until_replaced(
         })
     })
     .await
+}
+
+/// A MachineHealthCheck on the MachineDeployment `<cluster>-md-0` that remediates a Machine
+/// whose InfrastructureReady condition has been False for a second: what capms reports for a
+/// machine metal-api says is `Unknown` (reason `MachineLivelinessUnknown`).
+pub async fn create_infrastructure_health_check(cluster: &ManagementCluster, name: &str) -> Result<()> {
+    let check = serde_json::json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "MachineHealthCheck",
+        "metadata": { "name": format!("{name}-md-0-infrastructure"), "namespace": NAMESPACE },
+        "spec": {
+            "clusterName": name,
+            "selector": { "matchLabels": { "cluster.x-k8s.io/deployment-name": format!("{name}-md-0") } },
+            "checks": {
+                "unhealthyMachineConditions": [{ "type": "InfrastructureReady", "status": "False", "timeoutSeconds": 1 }],
+            },
+        },
+    });
+    apply_manifest(cluster, &format!("{name}-infrastructure-health-check"), &check.to_string()).await
 }
