@@ -2,9 +2,9 @@
 //! kube-apiserver, with Cluster API's real managers and `capms-sim serve` as metal-api.
 //!
 //! One cluster of the default flavor (a firewall, one control-plane machine and N workers) is
-//! generated with `clusterctl` and applied (not `no-firewall`: its machines sit on mini-lab's
-//! external network, a /25 that runs out of addresses after 125 machines; behind the firewall
-//! they use the node network, a /22); the harness plays the workload cluster (Nodes)
+//! generated with `clusterctl` and applied, with the workers' `additionalNetworks` removed: the
+//! templates give every machine an address on mini-lab's external network, a /25 that runs out
+//! after 125 machines, while the node network behind the firewall is a /22; the harness plays the workload cluster (Nodes)
 //! until every Machine runs. Then it reads capms-manager's peak resident memory (`VmHWM` of
 //! `/proc/<pid>/status`), its own metrics (reconciles by kind, metal-api calls by operation), and
 //! kube-apiserver's audit log of capms-manager's service account (completed requests by verb).
@@ -58,8 +58,8 @@ pub struct Report {
 pub async fn run(dir: Option<&Path>, workers: usize) -> Result<Report> {
     let mut harness = Harness::start_with(dir, workers + 1 + SPARE_MACHINES).await?;
     let mut cluster = harness.management_cluster_with("bench", Options { audit: true }).await?;
-    let manifest =
-        cluster.generate_cluster(harness.binaries(), NAMESPACE, NAME, Some("no-firewall"), workers).await?;
+    let manifest = cluster.generate_cluster(harness.binaries(), NAMESPACE, NAME, None, workers).await?;
+    let manifest = workers_on_the_node_network_only(&manifest)?;
     let machines = workers + 1;
     let started = Instant::now();
     cluster.apply_manifest(NAME, &manifest).await?;
@@ -95,6 +95,24 @@ pub async fn run(dir: Option<&Path>, workers: usize) -> Result<Report> {
         metal_api_calls: sum_by(&metrics, "capms_metal_api_calls_total", "operation"),
         apiserver_requests: audited_requests(&cluster.plane().dir().join("audit.log"))?,
     })
+}
+
+/// The manifest as a JSON `List`, without `additionalNetworks` in the workers' machine template.
+fn workers_on_the_node_network_only(manifest: &str) -> Result<String> {
+    let mut documents: Vec<Value> = serde_saphyr::from_multiple(manifest)
+        .map_err(|error| Error::Invalid(format!("manifest: {error}")))?;
+    documents.retain(|document| !document.is_null());
+    let workers = format!("{NAME}-md-0");
+    for document in &mut documents {
+        let template = document["kind"] == "MetalStackMachineTemplate"
+            && document["metadata"]["name"] == workers.as_str();
+        if let Some(spec) =
+            document.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut).filter(|_| template)
+        {
+            spec.remove("additionalNetworks");
+        }
+    }
+    Ok(serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": documents }).to_string())
 }
 
 async fn running(cluster: &ManagementCluster) -> Result<usize> {
