@@ -595,8 +595,12 @@ impl Datacenter {
         sim.silent_since = Some(since);
         self.record(format!("machine {machine_id}: goes silent (since {since})"));
         let silent_for = self.now.duration_since(since).unsigned_abs();
-        let timeout = Scheduled::LivelinessTimeout { machine_id: machine_id.to_string() };
-        self.schedule(MACHINE_DEAD_AFTER.saturating_sub(silent_for), timeout);
+        if silent_for >= MACHINE_DEAD_AFTER {
+            self.liveliness_timeout(machine_id);
+        } else {
+            let timeout = Scheduled::LivelinessTimeout { machine_id: machine_id.to_string() };
+            self.schedule(MACHINE_DEAD_AFTER - silent_for, timeout);
+        }
         true
     }
 

@@ -20,6 +20,9 @@ pub const NAMESPACE: &str = "default";
 /// How long a generated cluster may take until every Machine runs (the datacenter provisions
 /// a machine in 3 s; the rest is Cluster API's and capms's requeues).
 const CLUSTER_UP: Duration = Duration::from_secs(300);
+/// How long a Machine's InfrastructureReady may be False before the infrastructure health
+/// check remediates it (longer than provisioning).
+const INFRASTRUCTURE_TIMEOUT: u32 = 30;
 /// How long a cluster's deletion may take until the Cluster object is gone.
 const CLUSTER_GONE: Duration = Duration::from_secs(300);
 
@@ -409,8 +412,10 @@ pub async fn until_replaced(
 }
 
 /// A MachineHealthCheck on the MachineDeployment `<cluster>-md-0` that remediates a Machine
-/// whose InfrastructureReady condition has been False for a second: what capms reports for a
-/// machine metal-api says is `Unknown` (reason `MachineLivelinessUnknown`).
+/// whose InfrastructureReady condition has been False for 30 s: what capms reports for a
+/// machine metal-api says is `Unknown` (reason `MachineLivelinessUnknown`). The timeout must
+/// outlast provisioning, when InfrastructureReady is False too: with 1 s, the check remediated
+/// every replacement while it provisioned.
 pub async fn create_infrastructure_health_check(cluster: &ManagementCluster, name: &str) -> Result<()> {
     let check = serde_json::json!({
         "apiVersion": "cluster.x-k8s.io/v1beta2",
@@ -420,7 +425,7 @@ pub async fn create_infrastructure_health_check(cluster: &ManagementCluster, nam
             "clusterName": name,
             "selector": { "matchLabels": { "cluster.x-k8s.io/deployment-name": format!("{name}-md-0") } },
             "checks": {
-                "unhealthyMachineConditions": [{ "type": "InfrastructureReady", "status": "False", "timeoutSeconds": 1 }],
+                "unhealthyMachineConditions": [{ "type": "InfrastructureReady", "status": "False", "timeoutSeconds": INFRASTRUCTURE_TIMEOUT }],
             },
         },
     });
