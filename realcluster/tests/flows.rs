@@ -31,7 +31,7 @@ async fn a_generated_cluster_with_a_firewall_comes_up_and_its_deletion_frees_eve
     Flow::run("default flavor", async |flow| {
         let mut cluster = flow.management_cluster("default-flavor").await?;
         let manifest = support::generate_cluster(flow, &cluster, "prod", None, 1).await?;
-        support::apply_manifest(&cluster, "prod", &manifest).await?;
+        cluster.apply_manifest("prod", &manifest).await?;
         support::until_running(flow, &mut cluster, "prod", 2).await?;
         support::delete_and_check_nothing_left(flow, &mut cluster, "prod").await
     })
@@ -68,7 +68,7 @@ async fn clusters_of_the_no_firewall_and_topology_flavors_come_up_side_by_side_a
         let mut cluster = flow.management_cluster("flavors").await?;
         for (name, flavor) in [("plain", "no-firewall"), ("classy", "topology")] {
             let manifest = support::generate_cluster(flow, &cluster, name, Some(flavor), 1).await?;
-            support::apply_manifest(&cluster, name, &manifest).await?;
+            cluster.apply_manifest(name, &manifest).await?;
         }
         support::until_running(flow, &mut cluster, "plain", 2).await?;
         support::until_running(flow, &mut cluster, "classy", 2).await?;
@@ -90,7 +90,7 @@ async fn clusterctl_move_hands_a_running_cluster_over_without_freeing_or_allocat
         support::create_credentials(flow, &source, "moved-credentials").await?;
         let manifest = support::generate_cluster(flow, &source, "moved", Some("no-firewall"), 1).await?;
         let manifest = support::with_credentials(&manifest, "moved-credentials")?;
-        support::apply_manifest(&source, "moved", &manifest).await?;
+        source.apply_manifest("moved", &manifest).await?;
         support::until_running(flow, &mut source, "moved", 2).await?;
         let mut target = flow.management_cluster("target").await?;
         let before = support::datacenter(flow).await?;
@@ -126,7 +126,7 @@ async fn a_machine_health_check_replaces_a_worker_whose_node_is_not_ready() {
     Flow::run("health check", async |flow| {
         let mut cluster = flow.management_cluster("health").await?;
         let manifest = support::generate_cluster(flow, &cluster, "healing", Some("no-firewall"), 1).await?;
-        support::apply_manifest(&cluster, "healing", &manifest).await?;
+        cluster.apply_manifest("healing", &manifest).await?;
         support::until_running(flow, &mut cluster, "healing", 2).await?;
         support::create_node_health_check(&cluster, "healing").await?;
         let [(machine, provider_id)] = &support::workers(&cluster, "healing").await?[..] else {
@@ -153,7 +153,7 @@ async fn a_machine_health_check_replaces_a_worker_whose_machine_metal_api_report
     Flow::run("liveliness health check", async |flow| {
         let mut cluster = flow.management_cluster("liveliness").await?;
         let manifest = support::generate_cluster(flow, &cluster, "silent", Some("no-firewall"), 1).await?;
-        support::apply_manifest(&cluster, "silent", &manifest).await?;
+        cluster.apply_manifest("silent", &manifest).await?;
         support::until_running(flow, &mut cluster, "silent", 2).await?;
         support::create_infrastructure_health_check(&cluster, "silent").await?;
         let [(machine, provider_id)] = &support::workers(&cluster, "silent").await?[..] else {

@@ -98,11 +98,6 @@ pub async fn generate_cluster(
     cluster.generate_cluster(flow.harness.binaries(), NAMESPACE, name, flavor, workers).await
 }
 
-/// `kubectl apply -f` of a manifest, as a user applies what clusterctl generated.
-pub async fn apply_manifest(cluster: &ManagementCluster, name: &str, manifest: &str) -> Result<()> {
-    cluster.apply_manifest(name, manifest).await
-}
-
 /// Plays the workload cluster (see `workload.rs`) until the cluster's infrastructure is
 /// provisioned and `machines` Machines run with a nodeRef.
 pub async fn until_running(
@@ -350,17 +345,29 @@ pub async fn names(cluster: &ManagementCluster, resource: &ApiResource) -> Resul
 /// A MachineHealthCheck on the MachineDeployment `<cluster>-md-0` that remediates a Machine
 /// whose Node has been NotReady for a second.
 pub async fn create_node_health_check(cluster: &ManagementCluster, name: &str) -> Result<()> {
+    let checks = serde_json::json!({ "unhealthyNodeConditions": [{ "type": "Ready", "status": "False", "timeoutSeconds": 1 }] });
+    create_health_check(cluster, name, "nodes", checks).await
+}
+
+/// A MachineHealthCheck `<cluster>-md-0-<suffix>` with `checks` on the MachineDeployment
+/// `<cluster>-md-0`.
+async fn create_health_check(
+    cluster: &ManagementCluster,
+    name: &str,
+    suffix: &str,
+    checks: Value,
+) -> Result<()> {
     let check = serde_json::json!({
         "apiVersion": "cluster.x-k8s.io/v1beta2",
         "kind": "MachineHealthCheck",
-        "metadata": { "name": format!("{name}-md-0-nodes"), "namespace": NAMESPACE },
+        "metadata": { "name": format!("{name}-md-0-{suffix}"), "namespace": NAMESPACE },
         "spec": {
             "clusterName": name,
             "selector": { "matchLabels": { "cluster.x-k8s.io/deployment-name": format!("{name}-md-0") } },
-            "checks": { "unhealthyNodeConditions": [{ "type": "Ready", "status": "False", "timeoutSeconds": 1 }] },
+            "checks": checks,
         },
     });
-    apply_manifest(cluster, &format!("{name}-health-check"), &check.to_string()).await
+    cluster.apply_manifest(&format!("{name}-{suffix}-health-check"), &check.to_string()).await
 }
 
 /// The cluster's worker Machines (of its MachineDeployment): name and providerID.
@@ -417,17 +424,8 @@ pub async fn until_replaced(
 /// outlast provisioning, when InfrastructureReady is False too: with 1 s, the check remediated
 /// every replacement while it provisioned.
 pub async fn create_infrastructure_health_check(cluster: &ManagementCluster, name: &str) -> Result<()> {
-    let check = serde_json::json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2",
-        "kind": "MachineHealthCheck",
-        "metadata": { "name": format!("{name}-md-0-infrastructure"), "namespace": NAMESPACE },
-        "spec": {
-            "clusterName": name,
-            "selector": { "matchLabels": { "cluster.x-k8s.io/deployment-name": format!("{name}-md-0") } },
-            "checks": {
-                "unhealthyMachineConditions": [{ "type": "InfrastructureReady", "status": "False", "timeoutSeconds": INFRASTRUCTURE_TIMEOUT }],
-            },
-        },
+    let checks = serde_json::json!({
+        "unhealthyMachineConditions": [{ "type": "InfrastructureReady", "status": "False", "timeoutSeconds": INFRASTRUCTURE_TIMEOUT }],
     });
-    apply_manifest(cluster, &format!("{name}-infrastructure-health-check"), &check.to_string()).await
+    create_health_check(cluster, name, "infrastructure", checks).await
 }
